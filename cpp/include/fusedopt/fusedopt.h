@@ -1,0 +1,11 @@
+// fusedopt.h — umbrella header of the fusedopt C++ API.
+#pragma once
+
+#include "fusedopt/cpu_capability.h"
+#include "fusedopt/dcasgd.h"
+#include "fusedopt/dtype.h"
+#include "fusedopt/errors.h"
+#include "fusedopt/params.h"
+#include "fusedopt/sgd.h"
+#include "fusedopt/tensor_view.h"
+#include "fusedopt/version.h"

@@ -1,0 +1,226 @@
+// kernels.cpp — CPU launchers for every rule (SGD, SGD-momentum, DCASGD; plain, multi-precision,
+// aggregated, row-sparse). Compiled once per CPU capability; see cpu/README.md. SGD and DCASGD share
+// this file because they share the whole loop machinery: only the element rule differs.
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
+#include "check.h"
+#include "cpu/convert.h"
+#include "cpu/parallel.h"
+#include "engine.h"
+#include "rules/update_rules.h"
+
+#define FUSEDOPT_CONCAT_(a, b) a##b
+#define FUSEDOPT_CONCAT(a, b) FUSEDOPT_CONCAT_(a, b)
+#define FUSEDOPT_STRINGIFY_(a) #a
+#define FUSEDOPT_STRINGIFY(a) FUSEDOPT_STRINGIFY_(a)
+
+namespace fusedopt::detail {
+inline namespace FUSEDOPT_CPU_CAPABILITY {
+namespace {
+
+/// Elements converted per block for 16-bit storage: 2 KiB of float scratch per operand stays in L1.
+constexpr std::int64_t kBlock = 512;
+
+template <class Acc>
+RuleScalars<Acc> rule_scalars(const Segment& seg, const SharedScalars& s) {
+  return RuleScalars<Acc>{static_cast<Acc>(seg.lr),        static_cast<Acc>(seg.wd),
+                          static_cast<Acc>(s.momentum),    static_cast<Acc>(s.rescale_grad),
+                          static_cast<Acc>(s.clip),        static_cast<Acc>(s.lamda)};
+}
+
+/// The element loop on compute-type operands. g is null when !kGrad (zero gradient).
+template <class Acc, RuleKind R, bool kMom, bool kGrad>
+void apply(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m, Acc* __restrict prev,
+           std::int64_t n, const RuleScalars<Acc> p) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    Acc wi = w[i];
+    Acc gi = Acc(0);
+    if constexpr (kGrad) gi = g[i];
+    if constexpr (R == RuleKind::kSgd) {
+      if constexpr (kMom) {
+        Acc mi = m[i];
+        sgd_mom_rule(wi, mi, gi, p);
+        m[i] = mi;
+      } else {
+        sgd_rule(wi, gi, p);
+      }
+    } else {
+      Acc pi = prev[i];
+      if constexpr (kMom) {
+        Acc mi = m[i];
+        dcasgd_mom_rule(wi, mi, pi, gi, p);
+        m[i] = mi;
+      } else {
+        dcasgd_rule(wi, pi, gi, p);
+      }
+      prev[i] = pi;
+    }
+    w[i] = wi;
+  }
+}
+
+/// Updates elements [b, e) of one segment. W is the weight's storage type; with kMaster the rule runs
+/// on the float32 master (and float32 momentum / prev) and the weight is written as cast(master);
+/// without it 16-bit operands are widened to float per block and rounded once on store.
+template <class W, RuleKind R, bool kMom, bool kMaster, bool kGrad>
+void update_range(const Segment& seg, std::int64_t b, std::int64_t e, const SharedScalars& s) {
+  using Acc = acc_t<W>;
+  const auto p = rule_scalars<Acc>(seg, s);
+  W* w = static_cast<W*>(seg.w);
+  const W* g = static_cast<const W*>(seg.g);
+  constexpr bool kDca = R == RuleKind::kDcasgd;
+  if constexpr (kMaster) {
+    static_assert(std::is_same_v<Acc, float> && !std::is_same_v<W, float>);
+    float* m = static_cast<float*>(seg.m);
+    float* prev = static_cast<float*>(seg.prev);
+    float gb[kBlock];
+    for (std::int64_t i = b; i < e; i += kBlock) {
+      std::int64_t len = std::min(kBlock, e - i);
+      if constexpr (kGrad) load_block(g + i, gb, len);
+      apply<float, R, kMom, kGrad>(seg.w32 + i, gb, kMom ? m + i : nullptr,
+                                   kDca ? prev + i : nullptr, len, p);
+      store_block(seg.w32 + i, w + i, len);
+    }
+  } else if constexpr (std::is_same_v<W, Acc>) {
+    W* m = static_cast<W*>(seg.m);
+    W* prev = static_cast<W*>(seg.prev);
+    apply<Acc, R, kMom, kGrad>(w + b, kGrad ? g + b : nullptr, kMom ? m + b : nullptr,
+                               kDca ? prev + b : nullptr, e - b, p);
+  } else {
+    W* m = static_cast<W*>(seg.m);
+    W* prev = static_cast<W*>(seg.prev);
+    float wb[kBlock], gb[kBlock], mb[kMom ? kBlock : 1], pb[kDca ? kBlock : 1];
+    for (std::int64_t i = b; i < e; i += kBlock) {
+      std::int64_t len = std::min(kBlock, e - i);
+      load_block(w + i, wb, len);
+      if constexpr (kGrad) load_block(g + i, gb, len);
+      if constexpr (kMom) load_block(m + i, mb, len);
+      if constexpr (kDca) load_block(prev + i, pb, len);
+      apply<float, R, kMom, kGrad>(wb, gb, mb, pb, len, p);
+      store_block(wb, w + i, len);
+      if constexpr (kMom) store_block(mb, m + i, len);
+      if constexpr (kDca) store_block(pb, prev + i, len);
+    }
+  }
+}
+
+template <class W, RuleKind R, bool kMom, bool kMaster>
+void update_piece(const Segment& seg, std::int64_t b, std::int64_t e, const SharedScalars& s) {
+  if (seg.g != nullptr)
+    update_range<W, R, kMom, kMaster, true>(seg, b, e, s);
+  else
+    update_range<W, R, kMom, kMaster, false>(seg, b, e, s);
+}
+
+template <class W, RuleKind R, bool kMom, bool kMaster>
+void run_dense(const Segment* segs, std::int64_t nseg, const SharedScalars& s) {
+  for_each_range(segs, nseg, [&](std::int64_t i, std::int64_t b, std::int64_t e) {
+    update_piece<W, R, kMom, kMaster>(segs[i], b, e, s);
+  });
+}
+
+/// The segment of row r of every dense operand, with gradient row `grow` (null = zero gradient).
+template <class W, bool kMaster>
+Segment row_segment(const RowSparseTask& t, std::int64_t r, const void* grow) {
+  using State = std::conditional_t<kMaster, float, W>;
+  const std::int64_t off = r * t.row_len;
+  Segment seg = t.whole;
+  seg.w = static_cast<W*>(t.whole.w) + off;
+  seg.g = grow;
+  if (seg.m) seg.m = static_cast<State*>(t.whole.m) + off;
+  if (seg.prev) seg.prev = static_cast<State*>(t.whole.prev) + off;
+  if (seg.w32) seg.w32 = t.whole.w32 + off;
+  seg.n = t.row_len;
+  return seg;
+}
+
+template <class W, RuleKind R, bool kMom, bool kMaster>
+void run_rows(const RowSparseTask& t, const SharedScalars& s) {
+  const W* grad = static_cast<const W*>(t.grad_rows);
+  if (t.lazy) {
+    for_each_index(t.num_indices, t.row_len, [&](std::int64_t k) {
+      Segment seg = row_segment<W, kMaster>(t, t.indices[k], grad + k * t.row_len);
+      update_piece<W, R, kMom, kMaster>(seg, 0, seg.n, s);
+    });
+  } else {
+    for_each_index(t.rows, t.row_len, [&](std::int64_t r) {
+      std::int64_t k = t.row_to_k[r];
+      Segment seg = row_segment<W, kMaster>(t, r, k >= 0 ? grad + k * t.row_len : nullptr);
+      update_piece<W, R, kMom, kMaster>(seg, 0, seg.n, s);
+    });
+  }
+}
+
+template <class T>
+struct TypeTag {
+  using type = T;
+};
+
+/// Calls f.template operator()<W, R, kMom, kMaster>() for the instantiation `kind` names. Only valid
+/// kinds reach here (the API validated them); master kinds exist for 16-bit weights only.
+template <class F>
+void dispatch_kind(const UpdateKind& kind, F&& f) {
+  auto by_flags = [&](auto w_tag, auto master_tag) {
+    using W = typename decltype(w_tag)::type;
+    constexpr bool kMaster = decltype(master_tag)::value;
+    const bool dca = kind.rule == RuleKind::kDcasgd;
+    if (dca && kind.momentum) f.template operator()<W, RuleKind::kDcasgd, true, kMaster>();
+    else if (dca) f.template operator()<W, RuleKind::kDcasgd, false, kMaster>();
+    else if (kind.momentum) f.template operator()<W, RuleKind::kSgd, true, kMaster>();
+    else f.template operator()<W, RuleKind::kSgd, false, kMaster>();
+  };
+  using kTrue = std::true_type;
+  using kFalse = std::false_type;
+  switch (kind.weight_dtype) {
+    case DType::kFloat16:
+      if (kind.master) by_flags(TypeTag<half>{}, kTrue{});
+      else by_flags(TypeTag<half>{}, kFalse{});
+      break;
+    case DType::kBFloat16:
+      if (kind.master) by_flags(TypeTag<bfloat16>{}, kTrue{});
+      else by_flags(TypeTag<bfloat16>{}, kFalse{});
+      break;
+    case DType::kFloat32: by_flags(TypeTag<float>{}, kFalse{}); break;
+    case DType::kFloat64: by_flags(TypeTag<double>{}, kFalse{}); break;
+  }
+}
+
+struct DenseLauncher {
+  const Segment* segs;
+  std::int64_t nseg;
+  const SharedScalars& s;
+  template <class W, RuleKind R, bool kMom, bool kMaster>
+  void operator()() const {
+    run_dense<W, R, kMom, kMaster>(segs, nseg, s);
+  }
+};
+
+struct RowsLauncher {
+  const RowSparseTask& t;
+  const SharedScalars& s;
+  template <class W, RuleKind R, bool kMom, bool kMaster>
+  void operator()() const {
+    run_rows<W, R, kMom, kMaster>(t, s);
+  }
+};
+
+void update(const UpdateKind& kind, const Segment* segs, std::int64_t nseg, const SharedScalars& s) {
+  dispatch_kind(kind, DenseLauncher{segs, nseg, s});
+}
+
+void update_rows(const UpdateKind& kind, const RowSparseTask& t, const SharedScalars& s) {
+  dispatch_kind(kind, RowsLauncher{t, s});
+}
+
+}  // namespace
+}  // inline namespace FUSEDOPT_CPU_CAPABILITY
+
+/// Named per capability (make_cpu_kernels_avx2, ...) so capability.cpp can reach every copy.
+CpuKernelTable FUSEDOPT_CONCAT(make_cpu_kernels_, FUSEDOPT_CPU_CAPABILITY)() {
+  return CpuKernelTable{FUSEDOPT_STRINGIFY(FUSEDOPT_CPU_CAPABILITY), &update, &update_rows};
+}
+
+}  // namespace fusedopt::detail

@@ -1,0 +1,80 @@
+// engine.h — the internal interface between the validating API (sgd.cpp, dcasgd.cpp) and the kernels
+// (cpu/, cuda/). Everything reaching this layer has been validated; kernels trust their inputs.
+#pragma once
+
+#include <cstdint>
+
+#include "fusedopt/dtype.h"
+#include "fusedopt/tensor_view.h"
+#include "fusedopt/version.h"
+
+namespace fusedopt::detail {
+
+enum class RuleKind : std::uint8_t { kSgd, kDcasgd };
+
+/// Which instantiation of the update loop runs. With `master`, the weight is float16/bfloat16, the
+/// gradient has the weight's dtype, and master weight, momentum and prev are float32; the rule runs on
+/// the master and the weight is written as cast(master). Without it every operand has weight_dtype.
+struct UpdateKind {
+  DType weight_dtype = DType::kFloat32;
+  RuleKind rule = RuleKind::kSgd;
+  bool momentum = false;
+  bool master = false;
+};
+
+/// One contiguous run of elements updated with one lr / wd (a tensor, or a row of a row-sparse update).
+/// Unused operands are null. `g == nullptr` means a zero gradient (rows a row-sparse gradient does not
+/// store, in the standard update).
+struct Segment {
+  void* w = nullptr;
+  const void* g = nullptr;
+  void* m = nullptr;
+  void* prev = nullptr;
+  float* w32 = nullptr;
+  std::int64_t n = 0;
+  double lr = 0.0;
+  double wd = 0.0;
+};
+
+/// Scalars shared by every segment of a call. `clip` is +inf when clipping is off.
+struct SharedScalars {
+  double momentum = 0.0;
+  double rescale_grad = 1.0;
+  double clip = 0.0;
+  double lamda = 0.0;
+};
+
+/// A row-sparse update of a (rows x row_len) weight. `whole` points at row 0 of every dense operand.
+/// Lazy: rows indices[k] get gradient row k. Standard: every row r gets gradient row row_to_k[r], or a
+/// zero gradient when row_to_k[r] < 0.
+struct RowSparseTask {
+  Segment whole;
+  std::int64_t rows = 0;
+  std::int64_t row_len = 0;
+  const void* grad_rows = nullptr;
+  const std::int64_t* indices = nullptr;
+  std::int64_t num_indices = 0;
+  const std::int64_t* row_to_k = nullptr;
+  bool lazy = true;
+};
+
+/// One table of CPU kernels per compiled capability. See cpu/README.md.
+struct CpuKernelTable {
+  const char* name;
+  void (*update)(const UpdateKind& kind, const Segment* segs, std::int64_t nseg,
+                 const SharedScalars& s);
+  void (*update_rows)(const UpdateKind& kind, const RowSparseTask& task, const SharedScalars& s);
+};
+
+/// The table in use (chosen once; see cpu/capability.cpp).
+const CpuKernelTable& cpu_kernels();
+
+#if FUSEDOPT_WITH_CUDA
+/// CUDA launchers (cuda/); same contracts as the CPU table, on the given stream and device.
+void cuda_update(const UpdateKind& kind, const Segment* segs, std::int64_t nseg,
+                 const SharedScalars& s, Device device, Stream stream);
+void cuda_update_rows(const UpdateKind& kind, const RowSparseTask& task, const SharedScalars& s,
+                      Device device, Stream stream);
+#endif
+
+}  // namespace fusedopt::detail

@@ -1,0 +1,118 @@
+// sgd.cpp — the SGD family's public operators: argument plumbing into detail::checked_update.
+#include "fusedopt/sgd.h"
+
+#include <vector>
+
+#include "check.h"
+#include "update_api.h"
+
+namespace fusedopt {
+namespace {
+
+using detail::OperandSet;
+using detail::RuleKind;
+using detail::SharedScalars;
+
+SharedScalars shared_scalars(const char* op, double momentum, double rescale_grad,
+                             const std::optional<double>& clip, bool uses_momentum) {
+  if (uses_momentum) detail::check_nonnegative(op, "momentum", momentum);
+  detail::check_finite(op, "rescale_grad", rescale_grad);
+  SharedScalars s;
+  s.momentum = uses_momentum ? momentum : 0.0;
+  s.rescale_grad = rescale_grad;
+  s.clip = detail::checked_clip(op, clip);
+  return s;
+}
+
+void single(const char* op, bool master, TensorView* w, TensorView* g, TensorView* m,
+            TensorView* w32, const SgdParams& p, Stream stream) {
+  SharedScalars s = shared_scalars(op, p.momentum, p.rescale_grad, p.clip_gradient, m != nullptr);
+  OperandSet o;
+  o.n = 1;
+  o.weights = w;
+  o.grads = g;
+  o.moms = m;
+  o.masters = w32;
+  o.lrs = &p.lr;
+  o.wds = &p.wd;
+  detail::checked_update(op, RuleKind::kSgd, master, o, s, stream);
+}
+
+void multi(const char* op, bool master, const std::vector<TensorView>& w,
+           const std::vector<TensorView>& g, const std::vector<TensorView>* m,
+           const std::vector<TensorView>* w32, const MultiSgdParams& p, Stream stream) {
+  const std::size_t n = w.size();
+  auto same_count = [&](const char* name, std::size_t got) {
+    FUSEDOPT_CHECK(got == n, ValueError, op, ": expected ", n, " ", name, " (one per weight), got ",
+                   got);
+  };
+  same_count("grads", g.size());
+  if (m) same_count("moms", m->size());
+  if (w32) same_count("weights32", w32->size());
+  same_count("lrs", p.lrs.size());
+  same_count("wds", p.wds.size());
+  SharedScalars s = shared_scalars(op, p.momentum, p.rescale_grad, p.clip_gradient, m != nullptr);
+  OperandSet o;
+  o.n = static_cast<std::int64_t>(n);
+  o.weights = w.data();
+  o.grads = g.data();
+  o.moms = m ? m->data() : nullptr;
+  o.masters = w32 ? w32->data() : nullptr;
+  o.lrs = p.lrs.data();
+  o.wds = p.wds.data();
+  o.indexed = true;
+  o.weight_name = "weights";
+  o.grad_name = "grads";
+  o.mom_name = "moms";
+  o.master_name = "weights32";
+  detail::checked_update(op, RuleKind::kSgd, master, o, s, stream);
+}
+
+}  // namespace
+
+void sgd_update(TensorView weight, TensorView grad, const SgdParams& p, Stream stream) {
+  single("sgd_update", false, &weight, &grad, nullptr, nullptr, p, stream);
+}
+
+void sgd_mom_update(TensorView weight, TensorView grad, TensorView mom, const SgdParams& p,
+                    Stream stream) {
+  single("sgd_mom_update", false, &weight, &grad, &mom, nullptr, p, stream);
+}
+
+void mp_sgd_update(TensorView weight, TensorView grad, TensorView weight32, const SgdParams& p,
+                   Stream stream) {
+  single("mp_sgd_update", true, &weight, &grad, nullptr, &weight32, p, stream);
+}
+
+void mp_sgd_mom_update(TensorView weight, TensorView grad, TensorView mom, TensorView weight32,
+                       const SgdParams& p, Stream stream) {
+  single("mp_sgd_mom_update", true, &weight, &grad, &mom, &weight32, p, stream);
+}
+
+void multi_sgd_update(const std::vector<TensorView>& weights, const std::vector<TensorView>& grads,
+                      const MultiSgdParams& p, Stream stream) {
+  multi("multi_sgd_update", false, weights, grads, nullptr, nullptr, p, stream);
+}
+
+void multi_sgd_mom_update(const std::vector<TensorView>& weights,
+                          const std::vector<TensorView>& grads, const std::vector<TensorView>& moms,
+                          const MultiSgdParams& p, Stream stream) {
+  multi("multi_sgd_mom_update", false, weights, grads, &moms, nullptr, p, stream);
+}
+
+void multi_mp_sgd_update(const std::vector<TensorView>& weights,
+                         const std::vector<TensorView>& grads,
+                         const std::vector<TensorView>& weights32, const MultiSgdParams& p,
+                         Stream stream) {
+  multi("multi_mp_sgd_update", true, weights, grads, nullptr, &weights32, p, stream);
+}
+
+void multi_mp_sgd_mom_update(const std::vector<TensorView>& weights,
+                             const std::vector<TensorView>& grads,
+                             const std::vector<TensorView>& moms,
+                             const std::vector<TensorView>& weights32, const MultiSgdParams& p,
+                             Stream stream) {
+  multi("multi_mp_sgd_mom_update", true, weights, grads, &moms, &weights32, p, stream);
+}
+
+}  // namespace fusedopt

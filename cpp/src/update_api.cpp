@@ -1,0 +1,75 @@
+// update_api.cpp — validation of a whole call (every tensor of an aggregated call included) before the
+// first write, then one kernel launch per weight dtype.
+#include "update_api.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "check.h"
+
+namespace fusedopt::detail {
+
+void checked_update(const char* op, RuleKind rule, bool master, const OperandSet& o,
+                    const SharedScalars& shared, Stream stream) {
+  const bool mom = o.moms != nullptr;
+  const bool dca = rule == RuleKind::kDcasgd;
+  auto label = [&](const char* name, std::int64_t k) { return Label{name, o.indexed ? k : -1}; };
+
+  OverlapChecker overlap;
+  overlap.reserve(static_cast<std::size_t>(o.n) * 5);
+  const Device device = o.n > 0 ? o.weights[0].device : Device{};
+  const Label first_weight = label(o.weight_name, 0);
+  for (std::int64_t k = 0; k < o.n; ++k) {
+    const TensorView& w = o.weights[k];
+    const Label wl = label(o.weight_name, k);
+    if (master)
+      check_tensor(op, wl, w, {DType::kFloat16, DType::kBFloat16}, Access::kWrite, nullptr);
+    else
+      check_tensor(op, wl, w, {DType::kFloat16, DType::kBFloat16, DType::kFloat32, DType::kFloat64},
+                   Access::kWrite, nullptr);
+    FUSEDOPT_CHECK(w.device == device, ValueError, op, ": ", to_string(wl),
+                   " is on a different device than ", to_string(first_weight),
+                   "; all arrays of one call must be on one device");
+    const DType state_dtype = master ? DType::kFloat32 : w.dtype;
+    check_tensor(op, label(o.grad_name, k), o.grads[k], {w.dtype}, Access::kRead, &w, &wl);
+    if (mom) check_tensor(op, label(o.mom_name, k), o.moms[k], {state_dtype}, Access::kWrite, &w, &wl);
+    if (dca) check_tensor(op, label(o.prev_name, k), o.prevs[k], {state_dtype}, Access::kWrite, &w, &wl);
+    if (master)
+      check_tensor(op, label(o.master_name, k), o.masters[k], {DType::kFloat32}, Access::kWrite, &w,
+                   &wl);
+    check_nonnegative(op, o.indexed ? "lrs" : "lr", o.lrs[k]);
+    check_nonnegative(op, o.indexed ? "wds" : "wd", o.wds[k]);
+    overlap.add(w, wl, Access::kWrite);
+    overlap.add(o.grads[k], label(o.grad_name, k), Access::kRead);
+    if (mom) overlap.add(o.moms[k], label(o.mom_name, k), Access::kWrite);
+    if (dca) overlap.add(o.prevs[k], label(o.prev_name, k), Access::kWrite);
+    if (master) overlap.add(o.masters[k], label(o.master_name, k), Access::kWrite);
+  }
+  overlap.check(op);
+  if (o.n == 0) return;
+
+  // Group by weight dtype, keeping the caller's order inside a group; one launch per group.
+  std::vector<Segment> segs;
+  segs.reserve(static_cast<std::size_t>(o.n));
+  for (DType dt : {DType::kFloat16, DType::kBFloat16, DType::kFloat32, DType::kFloat64}) {
+    segs.clear();
+    for (std::int64_t k = 0; k < o.n; ++k) {
+      if (o.weights[k].dtype != dt) continue;
+      Segment s;
+      s.w = o.weights[k].data;
+      s.g = o.grads[k].data;
+      s.m = mom ? o.moms[k].data : nullptr;
+      s.prev = dca ? o.prevs[k].data : nullptr;
+      s.w32 = master ? static_cast<float*>(o.masters[k].data) : nullptr;
+      s.n = o.weights[k].numel();
+      s.lr = o.lrs[k];
+      s.wd = o.wds[k];
+      if (s.n > 0) segs.push_back(s);
+    }
+    if (segs.empty()) continue;
+    UpdateKind kind{dt, rule, mom, master};
+    launch(kind, segs.data(), static_cast<std::int64_t>(segs.size()), shared, device, stream);
+  }
+}
+
+}  // namespace fusedopt::detail

@@ -1,0 +1,34 @@
+// update_api.h — the one validated path from the public operators (sgd.cpp, dcasgd.cpp) to the kernels.
+#pragma once
+
+#include <cstdint>
+
+#include "engine.h"
+#include "validate.h"
+
+namespace fusedopt::detail {
+
+/// Operands of n tensors; unused arrays are null. Names label arguments in messages
+/// (single-tensor operators pass n = 1 and singular names; multi_* pass plural names and index them).
+struct OperandSet {
+  std::int64_t n = 0;
+  const TensorView* weights = nullptr;
+  const TensorView* grads = nullptr;
+  const TensorView* moms = nullptr;
+  const TensorView* prevs = nullptr;
+  const TensorView* masters = nullptr;
+  const double* lrs = nullptr;
+  const double* wds = nullptr;
+  bool indexed = false;  ///< multi_* operator: labels carry the tensor index
+  const char* weight_name = "weight";
+  const char* grad_name = "grad";
+  const char* mom_name = "mom";
+  const char* prev_name = "prev";
+  const char* master_name = "weight32";
+};
+
+/// Validates every operand and scalar of the call, then runs it (grouped by weight dtype).
+void checked_update(const char* op, RuleKind rule, bool master, const OperandSet& ops,
+                    const SharedScalars& shared, Stream stream);
+
+}  // namespace fusedopt::detail

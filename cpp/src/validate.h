@@ -1,0 +1,62 @@
+// validate.h — argument validation shared by every operator of the C++ API. Runs to completion before
+// any kernel writes; messages name the operator, the argument, what was expected and what was got.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine.h"
+#include "fusedopt/tensor_view.h"
+
+namespace fusedopt::detail {
+
+/// An argument's name for messages: "mom", or "moms[3]" when index >= 0. No allocation unless printed.
+struct Label {
+  const char* name;
+  std::int64_t index = -1;
+};
+std::string to_string(const Label& l);
+std::string shape_string(const TensorView& t);
+std::string shape_string(const std::int64_t* dims, std::int32_t ndim);
+
+/// lr, wd, momentum, lamda: finite and >= 0.
+void check_nonnegative(const char* op, const char* name, double v);
+/// rescale_grad: finite.
+void check_finite(const char* op, const char* name, double v);
+/// nullopt -> +inf (off); otherwise must be > 0 (+inf allowed, 0 / negative / NaN rejected).
+double checked_clip(const char* op, const std::optional<double>& clip);
+
+enum class Access { kRead, kWrite };
+
+/// Checks one array: supported device, dtype one of `dtypes`, shape and device equal to `like` when
+/// given, C-contiguous, writable when written. `like` is null for the weight itself.
+void check_tensor(const char* op, const Label& label, const TensorView& t,
+                  std::initializer_list<DType> dtypes, Access access, const TensorView* like,
+                  const Label* like_label = nullptr);
+
+/// Rejects any overlap between an output range and any other range of the same call (a weight passed
+/// twice, a grad aliasing its weight, a state aliasing another). O(n log n) in the number of arrays.
+class OverlapChecker {
+ public:
+  void reserve(std::size_t n) { ranges_.reserve(n); }
+  void add(const TensorView& t, const Label& label, Access access);
+  void check(const char* op);
+
+ private:
+  struct Range {
+    std::uintptr_t begin, end;
+    Label label;
+    bool output;
+  };
+  std::vector<Range> ranges_;
+};
+
+/// Runs validated segments on the weight's device.
+void launch(const UpdateKind& kind, const Segment* segs, std::int64_t nseg, const SharedScalars& s,
+            Device device, Stream stream);
+void launch_rows(const UpdateKind& kind, const RowSparseTask& task, const SharedScalars& s,
+                 Device device, Stream stream);
+
+}  // namespace fusedopt::detail

@@ -1,0 +1,58 @@
+"""fusedopt: fused SGD and DCASGD optimizer updates with Apache MXNet 2.0 semantics.
+
+C++17 kernels (OpenMP, per-ISA SIMD; CUDA when built) update NumPy arrays in place, zero-copy.
+"""
+
+from __future__ import annotations
+
+from . import _core, lr_scheduler
+from .dcasgd import DCASGD
+from .functional import (
+    dcasgd_update,
+    mp_dcasgd_update,
+    mp_sgd_mom_update,
+    mp_sgd_update,
+    multi_mp_sgd_mom_update,
+    multi_mp_sgd_update,
+    multi_sgd_mom_update,
+    multi_sgd_update,
+    sgd_mom_update,
+    sgd_update,
+)
+from .optimizer import Optimizer, create, register
+from .sgd import SGD
+from .sparse import RowSparseArray, row_sparse_array
+from .updater import Updater, get_updater
+
+__version__: str = _core.__version__
+
+cpu_capability = _core.cpu_capability
+supported_cpu_capabilities = _core.supported_cpu_capabilities
+set_cpu_capability = _core.set_cpu_capability
+
+__all__ = [
+    "DCASGD",
+    "SGD",
+    "Optimizer",
+    "RowSparseArray",
+    "Updater",
+    "__version__",
+    "cpu_capability",
+    "create",
+    "dcasgd_update",
+    "get_updater",
+    "lr_scheduler",
+    "mp_dcasgd_update",
+    "mp_sgd_mom_update",
+    "mp_sgd_update",
+    "multi_mp_sgd_mom_update",
+    "multi_mp_sgd_update",
+    "multi_sgd_mom_update",
+    "multi_sgd_update",
+    "register",
+    "row_sparse_array",
+    "set_cpu_capability",
+    "sgd_mom_update",
+    "sgd_update",
+    "supported_cpu_capabilities",
+]

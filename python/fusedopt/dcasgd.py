@@ -1,0 +1,107 @@
+"""DCASGD: delay-compensated asynchronous SGD (Zheng et al., arXiv 1609.08326; MXNet 2.0 ``DCASGD``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _arrays
+from . import functional as F
+from ._validate import check_nonnegative
+from .optimizer import DEFAULT_LEARNING_RATE, Optimizer, _as_list, register, resolve_default_lr
+from .sgd import _acc_dtype, _master_state, _preprocess
+
+__all__ = ["DCASGD"]
+
+
+@register
+class DCASGD(Optimizer):
+    """Delay-compensated SGD. The state is ``(mom or None, prev)``, ``prev`` the weight before the
+    last update (initially a copy of the weight)::
+
+        r = clip(rescale_grad * grad, clip_gradient) + wd * weight
+        d = r + lamda * r * r * (weight - prev)
+        momentum:    mom = momentum * mom - lr * d;  step = mom
+        no momentum: step = -lr * d
+        prev = weight;  weight = weight + step
+
+    The first update equals SGD's (``prev == weight``). ``use_fused_step=True`` selects fusedopt's
+    fused kernel (MXNet has none); the default ``False`` runs the vectorised NumPy ``step``.
+    With ``multi_precision`` the state is ``(w32, (mom32 or None, prev32))``.
+    """
+
+    def __init__(
+        self,
+        learning_rate: float | None = DEFAULT_LEARNING_RATE,
+        momentum: float = 0.0,
+        lamda: float = 0.04,
+        use_fused_step: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        learning_rate = resolve_default_lr(learning_rate, kwargs.get("lr_scheduler"))
+        super().__init__(learning_rate=learning_rate, use_fused_step=use_fused_step, **kwargs)
+        self.momentum = momentum
+        self.lamda = lamda
+
+    @property
+    def momentum(self) -> float:
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value: float) -> None:
+        self._momentum = check_nonnegative("momentum", value)
+
+    @property
+    def lamda(self) -> float:
+        return self._lamda
+
+    @lamda.setter
+    def lamda(self, value: float) -> None:
+        self._lamda = check_nonnegative("lamda", value)
+
+    def create_state(self, index: Any, weight: Any) -> Any:
+        mom = None if self.momentum == 0.0 else _arrays.zeros_like(weight)
+        return (mom, _arrays.copy_of(weight))
+
+    def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
+        """Reference path: NumPy arithmetic in the compute dtype, one index at a time."""
+        for index, weight, grad, state in zip(
+            _as_list(indices), _as_list(weights), _as_list(grads), _as_list(states)
+        ):
+            self._update_count(index)
+            lr, wd = self._get_lr(index), self._get_wd(index)
+            mom, prev = state
+            acc = _acc_dtype(weight)
+            w, r = _preprocess(weight, grad, acc, wd, self.rescale_grad, self.clip_gradient)
+            d = r * r
+            d *= w - np.asarray(prev, dtype=acc)
+            d *= acc(self.lamda)
+            d += r
+            if mom is not None:
+                m = np.asarray(mom, dtype=acc).copy()
+                m *= acc(self.momentum)
+                m -= acc(lr) * d
+                mom[...] = m
+                step = m
+            else:
+                step = d * -acc(lr)
+            prev[...] = weight
+            weight[...] = w + step
+
+    def fused_step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
+        """One fused DCASGD kernel per tensor (counts every index first)."""
+        indices, weights = _as_list(indices), _as_list(weights)
+        grads, states = _as_list(grads), _as_list(states)
+        self._update_count(indices)
+        lrs, wds = self._get_lrs(indices), self._get_wds(indices)
+        kw = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient,
+              "momentum": self.momentum, "lamda": self.lamda}
+        for weight, grad, state, lr, wd in zip(weights, grads, states, lrs, wds):
+            if self._use_master(weight):
+                master, inner = _master_state(state)
+                mom, prev32 = inner
+                F.mp_dcasgd_update(weight, grad, mom, prev32, master, lr=lr, wd=wd, **kw)
+            else:
+                mom, prev = state
+                F.dcasgd_update(weight, grad, mom, prev, lr=lr, wd=wd, **kw)

@@ -1,0 +1,235 @@
+"""The update operators with MXNet's names, in place. The only module that calls the native core.
+
+Every function validates all of its arguments before writing anything, never modifies ``grad``, and
+returns ``None``. Hyper-parameters are keyword-only; ``clip_gradient=None`` means no clipping.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from . import _core
+from .sparse import RowSparseArray
+
+__all__ = [
+    "dcasgd_update",
+    "mp_dcasgd_update",
+    "mp_sgd_mom_update",
+    "mp_sgd_update",
+    "multi_mp_sgd_mom_update",
+    "multi_mp_sgd_update",
+    "multi_sgd_mom_update",
+    "multi_sgd_update",
+    "sgd_mom_update",
+    "sgd_update",
+]
+
+
+def sgd_update(
+    weight: Any,
+    grad: Any,
+    *,
+    lr: float,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+    lazy_update: bool = True,
+) -> None:
+    """``w = w - lr * (clip(rescale_grad * grad, clip_gradient) + wd * w)``.
+
+    ``grad`` may be a :class:`RowSparseArray`: with ``lazy_update`` only its rows are updated,
+    otherwise every row is (with a zero gradient where no row is stored).
+    """
+    if isinstance(grad, RowSparseArray):
+        _core.sgd_update_rsp(
+            weight, grad.data, grad.indices, list(grad.shape), lr=lr, wd=wd,
+            rescale_grad=rescale_grad, clip_gradient=clip_gradient, lazy_update=lazy_update,
+        )
+    else:
+        _core.sgd_update(
+            weight, grad, lr=lr, wd=wd, rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+            lazy_update=lazy_update,
+        )
+
+
+def sgd_mom_update(
+    weight: Any,
+    grad: Any,
+    mom: Any,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+    lazy_update: bool = True,
+) -> None:
+    """``mom = momentum * mom - lr * r; w = w + mom`` with ``r = clip(rescale_grad * grad) + wd * w``.
+
+    The learning rate lives inside the momentum buffer (MXNet), unlike PyTorch's SGD.
+    """
+    if isinstance(grad, RowSparseArray):
+        _core.sgd_mom_update_rsp(
+            weight, grad.data, grad.indices, list(grad.shape), mom, lr=lr, momentum=momentum,
+            wd=wd, rescale_grad=rescale_grad, clip_gradient=clip_gradient, lazy_update=lazy_update,
+        )
+    else:
+        _core.sgd_mom_update(
+            weight, grad, mom, lr=lr, momentum=momentum, wd=wd, rescale_grad=rescale_grad,
+            clip_gradient=clip_gradient, lazy_update=lazy_update,
+        )
+
+
+def _dense_only(op: str, grad: Any) -> None:
+    if isinstance(grad, RowSparseArray):
+        raise TypeError(f"{op}: grad must be dense; row-sparse gradients are supported by "
+                        "sgd_update and sgd_mom_update")
+
+
+def mp_sgd_update(
+    weight: Any,
+    grad: Any,
+    weight32: Any,
+    *,
+    lr: float,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+    lazy_update: bool = True,
+) -> None:
+    """:func:`sgd_update` on the float32 master ``weight32``; then ``weight = cast(weight32)``."""
+    _dense_only("mp_sgd_update", grad)
+    _core.mp_sgd_update(
+        weight, grad, weight32, lr=lr, wd=wd, rescale_grad=rescale_grad,
+        clip_gradient=clip_gradient, lazy_update=lazy_update,
+    )
+
+
+def mp_sgd_mom_update(
+    weight: Any,
+    grad: Any,
+    mom: Any,
+    weight32: Any,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+    lazy_update: bool = True,
+) -> None:
+    """:func:`sgd_mom_update` on the float32 master and float32 ``mom``; ``weight = cast(weight32)``."""
+    _dense_only("mp_sgd_mom_update", grad)
+    _core.mp_sgd_mom_update(
+        weight, grad, mom, weight32, lr=lr, momentum=momentum, wd=wd, rescale_grad=rescale_grad,
+        clip_gradient=clip_gradient, lazy_update=lazy_update,
+    )
+
+
+def dcasgd_update(
+    weight: Any,
+    grad: Any,
+    mom: Any,
+    prev: Any,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    lamda: float = 0.04,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+) -> None:
+    """Delay-compensated SGD step (arXiv 1609.08326)::
+
+        r = clip(rescale_grad * grad, clip_gradient) + wd * w
+        d = r + lamda * r * r * (w - prev)
+        mom = momentum * mom - lr * d   (or step = -lr * d when mom is None)
+        prev = w;  w = w + step
+    """
+    _dense_only("dcasgd_update", grad)
+    _core.dcasgd_update(
+        weight, grad, mom, prev, lr=lr, momentum=momentum, lamda=lamda, wd=wd,
+        rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+    )
+
+
+def mp_dcasgd_update(
+    weight: Any,
+    grad: Any,
+    mom: Any,
+    prev32: Any,
+    weight32: Any,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    lamda: float = 0.04,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+) -> None:
+    """:func:`dcasgd_update` on the float32 master (float32 ``prev32`` and ``mom``); weight = cast."""
+    _dense_only("mp_dcasgd_update", grad)
+    _core.mp_dcasgd_update(
+        weight, grad, mom, prev32, weight32, lr=lr, momentum=momentum, lamda=lamda, wd=wd,
+        rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+    )
+
+
+def multi_sgd_update(
+    arrays: Sequence[Any],
+    *,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+) -> None:
+    """Aggregated :func:`sgd_update` of ``arrays = [w0, g0, w1, g1, ...]``; tensor k uses lrs[k], wds[k]."""
+    _core.multi_sgd_update(
+        arrays, lrs=lrs, wds=wds, rescale_grad=rescale_grad, clip_gradient=clip_gradient
+    )
+
+
+def multi_sgd_mom_update(
+    arrays: Sequence[Any],
+    *,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    momentum: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+) -> None:
+    """Aggregated :func:`sgd_mom_update` of ``arrays = [w0, g0, m0, w1, g1, m1, ...]``."""
+    _core.multi_sgd_mom_update(
+        arrays, lrs=lrs, wds=wds, momentum=momentum, rescale_grad=rescale_grad,
+        clip_gradient=clip_gradient,
+    )
+
+
+def multi_mp_sgd_update(
+    arrays: Sequence[Any],
+    *,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+) -> None:
+    """Aggregated :func:`mp_sgd_update` of ``arrays = [w0, g0, w32_0, ...]``."""
+    _core.multi_mp_sgd_update(
+        arrays, lrs=lrs, wds=wds, rescale_grad=rescale_grad, clip_gradient=clip_gradient
+    )
+
+
+def multi_mp_sgd_mom_update(
+    arrays: Sequence[Any],
+    *,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    momentum: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+) -> None:
+    """Aggregated :func:`mp_sgd_mom_update` of ``arrays = [w0, g0, m0, w32_0, ...]``."""
+    _core.multi_mp_sgd_mom_update(
+        arrays, lrs=lrs, wds=wds, momentum=momentum, rescale_grad=rescale_grad,
+        clip_gradient=clip_gradient,
+    )

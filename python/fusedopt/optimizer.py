@@ -1,0 +1,342 @@
+"""The Optimizer base class: hyper-parameters, per-index lr/wd multipliers, update counting, the
+registry and multi-precision state handling, with Apache MXNet 2.0 semantics (see SPEC.md §2)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
+
+import numpy as np
+
+from . import _arrays
+from ._validate import check_clip, check_finite, check_nonnegative
+
+__all__ = ["Optimizer", "create", "register"]
+
+_FP16_WARNING = (
+    "Accumulating with float16 in optimizer can lead to poor accuracy or slow convergence. "
+    "Consider using multi_precision=True option of the optimizer"
+)
+
+T = TypeVar("T", bound=type)
+
+
+class _DefaultLearningRate(float):
+    """The float 0.1 shown as SGD's / DCASGD's default learning rate, recognisable by identity, so a
+    scheduler passed without an explicit learning_rate keeps its own base_lr (SPEC.md §2)."""
+
+    def __repr__(self) -> str:
+        return "0.1"
+
+
+DEFAULT_LEARNING_RATE = _DefaultLearningRate(0.1)
+
+
+def resolve_default_lr(learning_rate: float | None, lr_scheduler: Any) -> float | None:
+    if learning_rate is DEFAULT_LEARNING_RATE:
+        return None if lr_scheduler is not None else 0.1
+    return learning_rate
+
+
+def _as_list(x: Any) -> list[Any]:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+class Optimizer:
+    """Base class of fusedopt optimizers (MXNet 2.0 ``mxnet.optimizer.Optimizer``).
+
+    Parameters
+    ----------
+    rescale_grad : float
+        Multiplies every gradient before clipping (finite).
+    param_idx2name : dict, optional
+        Index -> parameter name, used by name-keyed ``lr_mult`` / ``wd_mult`` entries.
+    wd : float
+        Weight decay (>= 0), added to the rescaled, clipped gradient as ``wd * w``.
+    clip_gradient : float, optional
+        Clip the rescaled gradient to ``[-clip_gradient, clip_gradient]``; None = off; must be > 0.
+    learning_rate : float, optional
+        Defaults to 0.01 when neither a learning rate nor a scheduler is given.
+    lr_scheduler : LRScheduler, optional
+        Makes ``learning_rate`` = ``lr_scheduler(num_update)``.
+    begin_num_update : int
+        The count every index starts from; the first update of an index uses count + 1.
+    multi_precision : bool
+        Keep float32 master weights for float16 / bfloat16 weights.
+    param_dict : dict, optional
+        Index -> object with ``lr_mult`` / ``wd_mult`` attributes (first in precedence; not pickled).
+    aggregate_num : int or inf, optional
+        Up to this many tensors per fused kernel call (None -> 1; ``math.inf`` = all).
+    use_fused_step : bool, optional
+        ``update`` calls ``fused_step`` (kernels) when True, ``step`` (reference path) otherwise.
+    """
+
+    opt_registry: ClassVar[dict[str, type[Optimizer]]] = {}
+
+    def __init__(
+        self,
+        rescale_grad: float = 1.0,
+        param_idx2name: dict[Any, str] | None = None,
+        wd: float = 0.0,
+        clip_gradient: float | None = None,
+        learning_rate: float | None = None,
+        lr_scheduler: Any = None,
+        begin_num_update: int = 0,
+        multi_precision: bool = False,
+        param_dict: dict[Any, Any] | None = None,
+        aggregate_num: float | None = None,
+        use_fused_step: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            name = next(iter(kwargs))
+            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument '{name}'")
+        self.rescale_grad = rescale_grad
+        self.lr_scheduler = lr_scheduler
+        if lr_scheduler is None and learning_rate is None:
+            learning_rate = 0.01
+        if learning_rate is not None:
+            check_nonnegative("learning_rate", learning_rate)
+        self.lr = learning_rate
+        if lr_scheduler is not None and learning_rate is not None:
+            if lr_scheduler.base_lr != learning_rate:
+                warnings.warn(
+                    "learning rate from ``lr_scheduler`` has been overwritten by "
+                    "``learning_rate`` in optimizer.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                lr_scheduler.base_lr = learning_rate
+        self.wd = wd
+        self.lr_mult: dict[Any, float] = {}
+        self.wd_mult: dict[Any, float] = {}
+        if isinstance(begin_num_update, bool) or not isinstance(begin_num_update, numbers.Integral):
+            raise TypeError(f"begin_num_update must be an int, got {begin_num_update!r}")
+        self.begin_num_update = int(begin_num_update)
+        self.num_update = int(begin_num_update)
+        self._all_index_update_counts: dict[int, dict[Any, int]] = {0: {}}
+        self._index_update_count = self._all_index_update_counts[0]
+        self.clip_gradient = clip_gradient
+        self.multi_precision = bool(multi_precision)
+        self.aggregate_num = aggregate_num  # type: ignore[assignment]
+        if param_idx2name is None:
+            param_idx2name = {}
+        if not isinstance(param_idx2name, dict):
+            raise TypeError("param_idx2name should be a dict of param indexes to names.")
+        self.idx2name = param_idx2name.copy()
+        self.param_dict = param_dict if param_dict else {}
+        self.use_fused_step = bool(use_fused_step) if use_fused_step is not None else False
+        self._warned_low_precision = False
+
+    # ----------------------------------------------------------------------------- hyper-parameters
+    @property
+    def rescale_grad(self) -> float:
+        return self._rescale_grad
+
+    @rescale_grad.setter
+    def rescale_grad(self, value: float) -> None:
+        self._rescale_grad = check_finite("rescale_grad", value)
+
+    @property
+    def wd(self) -> float:
+        return self._wd
+
+    @wd.setter
+    def wd(self, value: float) -> None:
+        self._wd = check_nonnegative("wd", value)
+
+    @property
+    def clip_gradient(self) -> float | None:
+        return self._clip_gradient
+
+    @clip_gradient.setter
+    def clip_gradient(self, value: float | None) -> None:
+        self._clip_gradient = check_clip(value)
+
+    @property
+    def aggregate_num(self) -> float:
+        return self._aggregate_num
+
+    @aggregate_num.setter
+    def aggregate_num(self, value: float | None) -> None:
+        if value is None:
+            self._aggregate_num: float = 1
+            return
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"aggregate_num must be an int, math.inf or None, got {value!r}")
+        if math.isinf(value) and value > 0:
+            self._aggregate_num = math.inf
+        elif math.isfinite(value) and float(value).is_integer():
+            self._aggregate_num = int(value)
+        else:
+            raise ValueError(f"Invalid aggregate_num value: {value!r} (expected an int or math.inf)")
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr_scheduler(num_update)`` when a scheduler is set, else ``lr``."""
+        if self.lr_scheduler is not None:
+            return float(self.lr_scheduler(self.num_update))
+        return float(self.lr)
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Sets the learning rate; raises ``UserWarning`` (as MXNet) when a scheduler is in use."""
+        if self.lr_scheduler is not None:
+            raise UserWarning(
+                "LRScheduler of the optimizer has already been defined. Note that "
+                "set_learning_rate can mutate the value of the learning rate of the optimizer "
+                "only when the LRScheduler of the optimizer is undefined."
+            )
+        self.lr = check_nonnegative("learning_rate", lr)
+
+    def set_lr_mult(self, args_lr_mult: dict[Any, float]) -> None:
+        """Replaces the lr multipliers (keys: indices or parameter names)."""
+        self.lr_mult = dict(args_lr_mult)
+
+    def set_wd_mult(self, args_wd_mult: dict[Any, float]) -> None:
+        """Replaces the wd multipliers (keys: indices or parameter names). No name-based rule."""
+        self.wd_mult = dict(args_wd_mult)
+
+    # ------------------------------------------------------------------------------------ counting
+    def _set_current_context(self, device_id: int) -> None:
+        if device_id not in self._all_index_update_counts:
+            self._all_index_update_counts[device_id] = {}
+        self._index_update_count = self._all_index_update_counts[device_id]
+
+    def _update_count(self, index: Any) -> None:
+        """Counts one update of each index (first seen: starts at begin_num_update)."""
+        for idx in _as_list(index):
+            if idx not in self._index_update_count:
+                self._index_update_count[idx] = self.begin_num_update
+            self._index_update_count[idx] += 1
+            self.num_update = max(self._index_update_count[idx], self.num_update)
+
+    def _get_lrs(self, indices: Sequence[Any]) -> list[float]:
+        lr = self.learning_rate
+        lrs = [lr] * len(indices)
+        for i, index in enumerate(indices):
+            if index in self.param_dict:
+                lrs[i] *= self.param_dict[index].lr_mult
+            elif index in self.lr_mult:
+                lrs[i] *= self.lr_mult[index]
+            elif index in self.idx2name:
+                lrs[i] *= self.lr_mult.get(self.idx2name[index], 1.0)
+        return lrs
+
+    def _get_lr(self, index: Any) -> float:
+        return self._get_lrs([index])[0]
+
+    def _get_wds(self, indices: Sequence[Any]) -> list[float]:
+        wds = [self.wd] * len(indices)
+        for i, index in enumerate(indices):
+            if index in self.param_dict:
+                wds[i] *= self.param_dict[index].wd_mult
+            elif index in self.wd_mult:
+                wds[i] *= self.wd_mult[index]
+            elif index in self.idx2name:
+                wds[i] *= self.wd_mult.get(self.idx2name[index], 1.0)
+        return wds
+
+    def _get_wd(self, index: Any) -> float:
+        return self._get_wds([index])[0]
+
+    # -------------------------------------------------------------------------------------- states
+    def create_state(self, index: Any, weight: Any) -> Any:
+        """The optimizer state of one weight (None when there is none)."""
+        return None
+
+    def _use_master(self, weight: Any) -> bool:
+        return self.multi_precision and _arrays.is_low_precision(weight)
+
+    def create_state_multi_precision(self, index: Any, weight: Any) -> Any:
+        """``(w32, create_state(index, w32))`` for float16/bfloat16 weights with multi_precision;
+        otherwise ``create_state(index, weight)`` (with a warning for low-precision weights)."""
+        if self._use_master(weight):
+            master = _arrays.astype_float32(weight)
+            return (master, self.create_state(index, master))
+        if _arrays.is_low_precision(weight):
+            warnings.warn(_FP16_WARNING, UserWarning, stacklevel=2)
+        return self.create_state(index, weight)
+
+    # ------------------------------------------------------------------------------------- updates
+    def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
+        """Reference (unfused) update of lists of weights; subclasses implement it."""
+        raise NotImplementedError
+
+    def fused_step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
+        """Fused-kernel update of lists of weights; subclasses implement it."""
+        raise NotImplementedError
+
+    def update(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
+        """``fused_step`` when ``use_fused_step`` else ``step``. Lists, or one item each."""
+        if self.use_fused_step:
+            self.fused_step(indices, weights, grads, states)
+        else:
+            self.step(indices, weights, grads, states)
+
+    def update_multi_precision(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
+        """As :meth:`update`; float16/bfloat16 weights with multi_precision are updated through their
+        float32 master (state ``(w32, state)``), then written as ``cast(w32)``."""
+        if not isinstance(indices, (list, tuple)):
+            indices, weights, grads, states = [indices], [weights], [grads], [states]
+        if not self.multi_precision or self.use_fused_step:
+            self.update(indices, weights, grads, states)
+            return
+        masters, inner, grads32 = [], [], []
+        for weight, grad, state in zip(weights, grads, states):
+            if self._use_master(weight):
+                masters.append(state[0])
+                inner.append(state[1])
+                grads32.append(_arrays.astype_float32(grad))
+            else:
+                masters.append(weight)
+                inner.append(state)
+                grads32.append(grad)
+        self.update(indices, masters, grads32, inner)
+        for master, weight in zip(masters, weights):
+            if master is not weight:
+                _arrays.copy_into(weight, master)
+
+    # ------------------------------------------------------------------------------------ registry
+    @staticmethod
+    def register(klass: T) -> T:
+        """Registers an optimizer class under ``klass.__name__.lower()`` (decorator)."""
+        if not isinstance(klass, type):
+            raise TypeError(f"register expects a class, got {klass!r}")
+        name = klass.__name__.lower()
+        if name in Optimizer.opt_registry:
+            old = Optimizer.opt_registry[name]
+            warnings.warn(
+                f"WARNING: New optimizer {klass.__module__}.{klass.__name__} is overriding "
+                f"existing optimizer {old.__module__}.{old.__name__}",
+                UserWarning,
+                stacklevel=2,
+            )
+        Optimizer.opt_registry[name] = klass  # type: ignore[assignment]
+        return klass
+
+    @staticmethod
+    def create_optimizer(name: str, **kwargs: Any) -> Optimizer:
+        """Instantiates the optimizer registered as ``name`` (case-insensitive)."""
+        key = name.lower()
+        if key not in Optimizer.opt_registry:
+            raise ValueError(f"Cannot find optimizer {name}")
+        return Optimizer.opt_registry[key](**kwargs)
+
+    # ------------------------------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("param_dict", None)  # set again by whoever owns the parameters (as MXNet)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.param_dict = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(learning_rate={self.learning_rate}, wd={self.wd})"
+
+
+register: Callable[[T], T] = Optimizer.register
+create = Optimizer.create_optimizer

@@ -1,0 +1,191 @@
+"""SGD with momentum, weight decay, gradient rescaling and clipping (MXNet 2.0 ``mxnet.optimizer.SGD``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import functional as F
+from ._validate import check_nonnegative
+from .optimizer import DEFAULT_LEARNING_RATE, Optimizer, _as_list, register, resolve_default_lr
+from .sparse import RowSparseArray
+
+__all__ = ["SGD"]
+
+
+def _acc_dtype(weight: Any) -> Any:
+    """Compute dtype of the reference path: float64 for float64 weights, float32 otherwise."""
+    return np.float64 if weight.dtype == np.float64 else np.float32
+
+
+def _preprocess(weight: Any, grad: Any, acc: Any, wd: float, rescale_grad: float,
+                clip_gradient: float | None) -> tuple[Any, Any]:
+    """(w, r) in the compute dtype: r = clip(rescale_grad * g, c) + wd * w. New arrays; grad untouched."""
+    if isinstance(grad, RowSparseArray):
+        grad = grad.todense()
+    w = np.asarray(weight, dtype=acc).copy()
+    r = np.asarray(grad, dtype=acc) * acc(rescale_grad)
+    if clip_gradient is not None and not math.isinf(clip_gradient):
+        np.clip(r, -clip_gradient, clip_gradient, out=r)
+    r += acc(wd) * w
+    return w, r
+
+
+@register
+class SGD(Optimizer):
+    """Stochastic gradient descent with MXNet's momentum convention.
+
+    Update rule (``r`` is the preprocessed gradient)::
+
+        r = clip(rescale_grad * grad, clip_gradient) + wd * weight
+        momentum:    mom = momentum * mom - lr * r;  weight = weight + mom
+        no momentum: weight = weight - lr * r
+
+    The learning rate lives inside the momentum buffer, so changing it mid-training only affects new
+    gradients (PyTorch's SGD applies lr outside the buffer instead).
+
+    Parameters
+    ----------
+    learning_rate : float
+        Default 0.1. A scheduler given without ``learning_rate`` keeps its own ``base_lr``.
+    momentum : float
+        >= 0. The state is None when 0, else a zeros array like the weight.
+    lazy_update : bool
+        With row-sparse gradients, update only the stored rows (needs ``use_fused_step=True``; not
+        with ``multi_precision``).
+    multi_precision : bool
+        float32 master weight and momentum for float16 / bfloat16 weights.
+    use_fused_step : bool
+        Fused kernels (default) or the NumPy reference ``step``.
+    aggregate_num : int or math.inf
+        Tensors per aggregated kernel call in ``fused_step`` (1 = one call per tensor).
+    **kwargs
+        Base :class:`Optimizer` arguments (``wd``, ``rescale_grad``, ``clip_gradient``, ...).
+    """
+
+    def __init__(
+        self,
+        learning_rate: float | None = DEFAULT_LEARNING_RATE,
+        momentum: float = 0.0,
+        lazy_update: bool = False,
+        multi_precision: bool = False,
+        use_fused_step: bool = True,
+        aggregate_num: float | None = 1,
+        **kwargs: Any,
+    ) -> None:
+        learning_rate = resolve_default_lr(learning_rate, kwargs.get("lr_scheduler"))
+        super().__init__(
+            learning_rate=learning_rate,
+            multi_precision=multi_precision,
+            aggregate_num=aggregate_num,
+            use_fused_step=use_fused_step,
+            **kwargs,
+        )
+        if not self.use_fused_step and lazy_update:
+            raise ValueError("When use_fused_step is set to False, lazy_update has to be turned off.")
+        if lazy_update and multi_precision:
+            raise ValueError("When lazy_update is set to True, multi_precision has be turned off.")
+        self.lazy_update = bool(lazy_update)
+        self.momentum = momentum
+
+    @property
+    def momentum(self) -> float:
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value: float) -> None:
+        self._momentum = check_nonnegative("momentum", value)
+
+    def create_state(self, index: Any, weight: Any) -> Any:
+        if self.momentum == 0.0:
+            return None
+        from . import _arrays
+
+        return _arrays.zeros_like(weight)
+
+    def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
+        """Reference path: NumPy arithmetic in the compute dtype, one index at a time."""
+        for index, weight, grad, state in zip(
+            _as_list(indices), _as_list(weights), _as_list(grads), _as_list(states)
+        ):
+            self._update_count(index)
+            lr, wd = self._get_lr(index), self._get_wd(index)
+            acc = _acc_dtype(weight)
+            w, r = _preprocess(weight, grad, acc, wd, self.rescale_grad, self.clip_gradient)
+            if state is not None:
+                m = np.asarray(state, dtype=acc).copy()
+                m *= acc(self.momentum)
+                m -= acc(lr) * r
+                w += m
+                state[...] = m
+            else:
+                w -= acc(lr) * r
+            weight[...] = w
+
+    def fused_step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
+        """Fused kernels: counts every index first, then one kernel per tensor, or aggregated calls of
+        up to ``aggregate_num`` tensors grouped by dtype and precision mode."""
+        indices, weights = _as_list(indices), _as_list(weights)
+        grads, states = _as_list(grads), _as_list(states)
+        self._update_count(indices)
+        lrs, wds = self._get_lrs(indices), self._get_wds(indices)
+        common = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient}
+        sparse = any(isinstance(g, RowSparseArray) for g in grads)
+        if self.aggregate_num > 1 and not sparse and len(weights) > 1:
+            self._fused_aggregated(weights, grads, states, lrs, wds, common)
+            return
+        for weight, grad, state, lr, wd in zip(weights, grads, states, lrs, wds):
+            if self._use_master(weight):
+                master, mom = _master_state(state)
+                if mom is not None:
+                    F.mp_sgd_mom_update(weight, grad, mom, master, lr=lr, wd=wd,
+                                        momentum=self.momentum, **common)
+                else:
+                    F.mp_sgd_update(weight, grad, master, lr=lr, wd=wd, **common)
+            elif state is not None:
+                F.sgd_mom_update(weight, grad, state, lr=lr, wd=wd, momentum=self.momentum,
+                                 lazy_update=self.lazy_update, **common)
+            else:
+                F.sgd_update(weight, grad, lr=lr, wd=wd, lazy_update=self.lazy_update, **common)
+
+    def _fused_aggregated(self, weights: list[Any], grads: list[Any], states: list[Any],
+                          lrs: list[float], wds: list[float], common: dict[str, Any]) -> None:
+        groups: dict[tuple[str, bool, bool], list[int]] = {}
+        for k, (weight, state) in enumerate(zip(weights, states)):
+            master = self._use_master(weight)
+            has_mom = (_master_state(state)[1] if master else state) is not None
+            groups.setdefault((str(weight.dtype), master, has_mom), []).append(k)
+        chunk = len(weights) if math.isinf(self.aggregate_num) else int(self.aggregate_num)
+        for (_, master, has_mom), members in groups.items():
+            for start in range(0, len(members), chunk):
+                part = members[start:start + chunk]
+                arrays: list[Any] = []
+                for k in part:
+                    arrays += [weights[k], grads[k]]
+                    if master:
+                        w32, mom = _master_state(states[k])
+                        arrays += [mom, w32] if has_mom else [w32]
+                    elif has_mom:
+                        arrays.append(states[k])
+                kw = dict(common, lrs=[lrs[k] for k in part], wds=[wds[k] for k in part])
+                if has_mom:
+                    kw["momentum"] = self.momentum
+                op = {
+                    (False, False): F.multi_sgd_update,
+                    (False, True): F.multi_sgd_mom_update,
+                    (True, False): F.multi_mp_sgd_update,
+                    (True, True): F.multi_mp_sgd_mom_update,
+                }[(master, has_mom)]
+                op(arrays, **kw)
+
+
+def _master_state(state: Any) -> tuple[Any, Any]:
+    """Splits a multi-precision state ``(weight32, inner_state)``."""
+    if not isinstance(state, (tuple, list)) or len(state) != 2:
+        raise ValueError(
+            "a multi_precision state must be (weight32, state) as made by "
+            f"create_state_multi_precision, got {type(state).__qualname__}"
+        )
+    return state[0], state[1]

@@ -1,0 +1,80 @@
+// convert.cpp — see convert.h. The only place that knows how Python arrays are laid out.
+#include "convert.h"
+
+#include <string>
+
+#include "fusedopt/errors.h"
+
+namespace fusedopt::python {
+namespace {
+
+/// NumPy's type number of ml_dtypes.bfloat16 (registered at run time), or -1 until first seen.
+int g_bfloat16_num = -1;
+
+bool dtype_of(const py::dtype& dt, DType* out) {
+  const char kind = dt.kind();
+  const auto size = dt.itemsize();
+  if (kind == 'f') {
+    if (size == 2) *out = DType::kFloat16;
+    else if (size == 4) *out = DType::kFloat32;
+    else if (size == 8) *out = DType::kFloat64;
+    else return false;
+    return true;
+  }
+  if (size == 2 && dt.num() == g_bfloat16_num && g_bfloat16_num >= 0) {
+    *out = DType::kBFloat16;
+    return true;
+  }
+  if (size == 2 && kind == 'V' && py::str(dt.attr("name")).cast<std::string>() == "bfloat16") {
+    g_bfloat16_num = dt.num();
+    *out = DType::kBFloat16;
+    return true;
+  }
+  return false;
+}
+
+std::string type_name(py::handle obj) {
+  return py::str(py::type::handle_of(obj).attr("__qualname__")).cast<std::string>();
+}
+
+}  // namespace
+
+ArrayRef to_array_ref(py::handle obj, const char* op, const char* arg, std::int64_t index) {
+  const std::string name = std::string(op) + ": " + arg +
+                           (index >= 0 ? "[" + std::to_string(index) + "]" : std::string());
+  if (!py::isinstance<py::array>(obj)) {
+    throw TypeError(name + " must be a NumPy array, got " + type_name(obj));
+  }
+  auto arr = py::reinterpret_borrow<py::array>(obj);
+  ArrayRef ref;
+  py::dtype dt = arr.dtype();
+  if (!dtype_of(dt, &ref.view.dtype)) {
+    throw TypeError(name +
+                    " must have dtype float16, bfloat16, float32 or float64, got " +
+                    py::str(dt).cast<std::string>());
+  }
+  const auto ndim = static_cast<std::int32_t>(arr.ndim());
+  if (ndim > TensorView::kMaxDims) {
+    throw ValueError(name + " has " + std::to_string(ndim) +
+                     " dimensions; fusedopt supports at most " +
+                     std::to_string(TensorView::kMaxDims));
+  }
+  ref.view.data = const_cast<void*>(arr.data());
+  ref.view.ndim = ndim;
+  const auto itemsize = static_cast<std::int64_t>(dt.itemsize());
+  bool contiguous = (arr.flags() & py::array::c_style) != 0;
+  for (std::int32_t i = 0; i < ndim; ++i) {
+    ref.view.shape[static_cast<std::size_t>(i)] = arr.shape(i);
+    const auto stride = static_cast<std::int64_t>(arr.strides(i));
+    // A byte stride that is not a whole number of elements cannot be described in elements; record a
+    // stride that fails the contiguity check (never a copy).
+    ref.view.strides[static_cast<std::size_t>(i)] = stride % itemsize == 0 ? stride / itemsize : 0;
+  }
+  ref.view.has_strides = !contiguous;
+  ref.view.read_only = !arr.writeable();
+  ref.view.device = Device{DeviceType::kCPU, 0};
+  ref.owner = py::reinterpret_borrow<py::object>(obj);
+  return ref;
+}
+
+}  // namespace fusedopt::python
