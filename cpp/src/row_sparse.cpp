@@ -11,8 +11,8 @@ namespace {
 
 using namespace detail;
 
-void rsp_update(const char* op, TensorView& weight, const RowSparseView& grad, TensorView* mom,
-                const SgdParams& p, Stream stream) {
+void rsp_update(const char* op, TensorView& weight, const RowSparseView& grad, const TensorView* mom,
+                const SgdParams& p, Stream stream, bool dry_run = false) {
   if (mom) check_nonnegative(op, "momentum", p.momentum);
   check_finite(op, "rescale_grad", p.rescale_grad);
   check_nonnegative(op, "lr", p.lr);
@@ -61,7 +61,7 @@ void rsp_update(const char* op, TensorView& weight, const RowSparseView& grad, T
   if (mom) overlap.add(*mom, ml, Access::kWrite);
   overlap.check(op);
 
-  if (weight.numel() == 0 || (p.lazy_update && grad.num_indices == 0)) return;
+  if (dry_run || weight.numel() == 0 || (p.lazy_update && grad.num_indices == 0)) return;
   RowSparseTask t;
   t.whole.w = weight.data;
   t.whole.m = mom ? mom->data : nullptr;
@@ -87,6 +87,11 @@ void sgd_update(TensorView weight, const RowSparseView& grad, const SgdParams& p
 void sgd_mom_update(TensorView weight, const RowSparseView& grad, TensorView mom, const SgdParams& p,
                     Stream stream) {
   rsp_update("sgd_mom_update", weight, grad, &mom, p, stream);
+}
+
+void check_sgd_args(TensorView weight, const RowSparseView& grad, const TensorView* mom,
+                    const SgdParams& p) {
+  rsp_update(mom ? "sgd_mom_update" : "sgd_update", weight, grad, mom, p, Stream{}, true);
 }
 
 }  // namespace fusedopt

@@ -25,7 +25,7 @@ SharedScalars shared_scalars(const char* op, double momentum, double rescale_gra
 }
 
 void single(const char* op, bool master, TensorView* w, TensorView* g, TensorView* m,
-            TensorView* w32, const SgdParams& p, Stream stream) {
+            TensorView* w32, const SgdParams& p, Stream stream, bool dry_run = false) {
   SharedScalars s = shared_scalars(op, p.momentum, p.rescale_grad, p.clip_gradient, m != nullptr);
   OperandSet o;
   o.n = 1;
@@ -35,7 +35,7 @@ void single(const char* op, bool master, TensorView* w, TensorView* g, TensorVie
   o.masters = w32;
   o.lrs = &p.lr;
   o.wds = &p.wd;
-  detail::checked_update(op, RuleKind::kSgd, master, o, s, stream);
+  detail::checked_update(op, RuleKind::kSgd, master, o, s, stream, dry_run);
 }
 
 void multi(const char* op, bool master, const std::vector<TensorView>& w,
@@ -113,6 +113,16 @@ void multi_mp_sgd_mom_update(const std::vector<TensorView>& weights,
                              const std::vector<TensorView>& weights32, const MultiSgdParams& p,
                              Stream stream) {
   multi("multi_mp_sgd_mom_update", true, weights, grads, &moms, &weights32, p, stream);
+}
+
+void check_sgd_args(TensorView weight, TensorView grad, const TensorView* mom,
+                    const TensorView* weight32, const SgdParams& p) {
+  TensorView m = mom ? *mom : TensorView{};
+  TensorView w32 = weight32 ? *weight32 : TensorView{};
+  const char* op = weight32 ? (mom ? "mp_sgd_mom_update" : "mp_sgd_update")
+                            : (mom ? "sgd_mom_update" : "sgd_update");
+  single(op, weight32 != nullptr, &weight, &grad, mom ? &m : nullptr, weight32 ? &w32 : nullptr, p,
+         Stream{}, true);
 }
 
 }  // namespace fusedopt

@@ -10,7 +10,7 @@
 namespace fusedopt::detail {
 
 void checked_update(const char* op, RuleKind rule, bool master, const OperandSet& o,
-                    const SharedScalars& shared, Stream stream) {
+                    const SharedScalars& shared, Stream stream, bool dry_run) {
   const bool mom = o.moms != nullptr;
   const bool dca = rule == RuleKind::kDcasgd;
   auto label = [&](const char* name, std::int64_t k) { return Label{name, o.indexed ? k : -1}; };
@@ -46,7 +46,7 @@ void checked_update(const char* op, RuleKind rule, bool master, const OperandSet
     if (master) overlap.add(o.masters[k], label(o.master_name, k), Access::kWrite);
   }
   overlap.check(op);
-  if (o.n == 0) return;
+  if (o.n == 0 || dry_run) return;
 
   // Group by weight dtype, keeping the caller's order inside a group; one launch per group.
   std::vector<Segment> segs;

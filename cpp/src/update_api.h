@@ -27,8 +27,9 @@ struct OperandSet {
   const char* master_name = "weight32";
 };
 
-/// Validates every operand and scalar of the call, then runs it (grouped by weight dtype).
+/// Validates every operand and scalar of the call, then runs it (grouped by weight dtype). With
+/// `dry_run` it only validates (the Python reference path checks its arguments this way).
 void checked_update(const char* op, RuleKind rule, bool master, const OperandSet& ops,
-                    const SharedScalars& shared, Stream stream);
+                    const SharedScalars& shared, Stream stream, bool dry_run = false);
 
 }  // namespace fusedopt::detail

@@ -64,44 +64,83 @@ class DCASGD(Optimizer):
         mom = None if self.momentum == 0.0 else _arrays.zeros_like(weight)
         return (mom, _arrays.copy_of(weight))
 
-    def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
-        """Reference path: NumPy arithmetic in the compute dtype, one index at a time."""
-        for index, weight, grad, state in zip(
-            _as_list(indices), _as_list(weights), _as_list(grads), _as_list(states)
-        ):
-            self._update_count(index)
-            lr, wd = self._get_lr(index), self._get_wd(index)
-            mom, prev = state
-            acc = _acc_dtype(weight)
-            w, r = _preprocess(weight, grad, acc, wd, self.rescale_grad, self.clip_gradient)
-            d = r * r
-            d *= w - np.asarray(prev, dtype=acc)
-            d *= acc(self.lamda)
-            d += r
-            if mom is not None:
-                m = np.asarray(mom, dtype=acc).copy()
-                m *= acc(self.momentum)
-                m -= acc(lr) * d
-                mom[...] = m
-                step = m
-            else:
-                step = d * -acc(lr)
-            prev[...] = weight
-            weight[...] = w + step
-
-    def fused_step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
-        """One fused DCASGD kernel per tensor (counts every index first)."""
-        indices, weights = _as_list(indices), _as_list(weights)
-        grads, states = _as_list(grads), _as_list(states)
-        self._update_count(indices)
-        lrs, wds = self._get_lrs(indices), self._get_wds(indices)
+    def _check(self, weight: Any, grad: Any, state: Any, master: bool) -> None:
+        """Validates one tensor's arguments as its kernel will (nothing written)."""
         kw = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient,
               "momentum": self.momentum, "lamda": self.lamda}
-        for weight, grad, state, lr, wd in zip(weights, grads, states, lrs, wds):
-            if self._use_master(weight):
-                master, inner = _master_state(state)
-                mom, prev32 = inner
-                F.mp_dcasgd_update(weight, grad, mom, prev32, master, lr=lr, wd=wd, **kw)
-            else:
-                mom, prev = state
-                F.dcasgd_update(weight, grad, mom, prev, lr=lr, wd=wd, **kw)
+        if master:
+            w32, (mom, prev32) = _master_state(state)
+            F.check_dcasgd_args(weight, grad, mom, prev32, w32, **kw)
+        else:
+            mom, prev = _dcasgd_state(state)
+            F.check_dcasgd_args(weight, grad, mom, prev, None, **kw)
+
+    def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
+        """Reference path: vectorised NumPy arithmetic in the compute dtype, one index at a time.
+        Every tensor is validated (as the kernels would) before the first is written."""
+        items = list(zip(_as_list(indices), _as_list(weights), _as_list(grads), _as_list(states)))
+        for _, weight, grad, state in items:
+            self._check(weight, grad, state, master=False)
+        for index, weight, grad, state in items:
+            token = self._update_count(index)
+            try:
+                (lr,), (wd,) = self._checked_rates([index])
+            except BaseException:
+                self._undo_count(token)
+                raise
+            mom, prev = state
+            acc = _acc_dtype(weight)
+            with np.errstate(all="ignore"):  # NaN/Inf propagate by design, as in the kernels
+                w, r = _preprocess(weight, grad, acc, wd, self.rescale_grad, self.clip_gradient)
+                d = r * r
+                d *= w - np.array(prev, dtype=acc).reshape(-1)
+                d *= acc(self.lamda)
+                d += r
+                if mom is not None:
+                    m = np.array(mom, dtype=acc).reshape(-1)
+                    m *= acc(self.momentum)
+                    m -= acc(lr) * d
+                    mom[...] = m.reshape(mom.shape)
+                    step = m
+                else:
+                    step = d * -acc(lr)
+                prev[...] = weight
+                weight[...] = (w + step).reshape(weight.shape)
+
+    def fused_step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
+        """One fused DCASGD kernel per tensor (counts every index first; with several tensors every
+        one is validated before the first is written)."""
+        indices, weights = _as_list(indices), _as_list(weights)
+        grads, states = _as_list(grads), _as_list(states)
+        token = self._update_count(indices)
+        try:
+            lrs, wds = self._checked_rates(indices)
+            if len(weights) > 1:
+                for weight, grad, state in zip(weights, grads, states):
+                    self._check(weight, grad, state, master=self._use_master(weight))
+            kw = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient,
+                  "momentum": self.momentum, "lamda": self.lamda}
+            first = True
+            for weight, grad, state, lr, wd in zip(weights, grads, states, lrs, wds):
+                if self._use_master(weight):
+                    master, inner = _master_state(state)
+                    mom, prev32 = _dcasgd_state(inner)
+                    F.mp_dcasgd_update(weight, grad, mom, prev32, master, lr=lr, wd=wd, **kw)
+                else:
+                    mom, prev = _dcasgd_state(state)
+                    F.dcasgd_update(weight, grad, mom, prev, lr=lr, wd=wd, **kw)
+                first = False
+        except BaseException:
+            if first:
+                self._undo_count(token)
+            raise
+
+
+def _dcasgd_state(state: Any) -> tuple[Any, Any]:
+    """Splits a DCASGD state ``(mom or None, prev)``."""
+    if not isinstance(state, (tuple, list)) or len(state) != 2:
+        raise ValueError(
+            f"a DCASGD state must be (mom or None, prev) as made by create_state, got "
+            f"{type(state).__qualname__}"
+        )
+    return state[0], state[1]

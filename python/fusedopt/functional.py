@@ -12,6 +12,8 @@ from . import _core
 from .sparse import RowSparseArray
 
 __all__ = [
+    "check_dcasgd_args",
+    "check_sgd_args",
     "dcasgd_update",
     "mp_dcasgd_update",
     "mp_sgd_mom_update",
@@ -232,4 +234,55 @@ def multi_mp_sgd_mom_update(
     _core.multi_mp_sgd_mom_update(
         arrays, lrs=lrs, wds=wds, momentum=momentum, rescale_grad=rescale_grad,
         clip_gradient=clip_gradient,
+    )
+
+
+def check_sgd_args(
+    weight: Any,
+    grad: Any,
+    mom: Any = None,
+    weight32: Any = None,
+    *,
+    lr: float = 0.0,
+    momentum: float = 0.0,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+    lazy_update: bool = True,
+) -> None:
+    """Raises exactly what the matching sgd operator would for these arguments, writing nothing
+    (``mom``/``weight32`` None select the plain / non-mp operator)."""
+    if isinstance(grad, RowSparseArray):
+        if weight32 is not None:
+            _dense_only("mp_sgd_update", grad)
+        _core.check_sgd_args_rsp(
+            weight, grad.data, grad.indices, list(grad.shape), mom, lr=lr, momentum=momentum,
+            wd=wd, rescale_grad=rescale_grad, clip_gradient=clip_gradient, lazy_update=lazy_update,
+        )
+    else:
+        _core.check_sgd_args(
+            weight, grad, mom, weight32, lr=lr, momentum=momentum, wd=wd,
+            rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+        )
+
+
+def check_dcasgd_args(
+    weight: Any,
+    grad: Any,
+    mom: Any,
+    prev: Any,
+    weight32: Any = None,
+    *,
+    lr: float = 0.0,
+    momentum: float = 0.0,
+    lamda: float = 0.04,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+) -> None:
+    """Raises exactly what dcasgd_update (mp_dcasgd_update with weight32) would, writing nothing."""
+    _dense_only("mp_dcasgd_update" if weight32 is not None else "dcasgd_update", grad)
+    _core.check_dcasgd_args(
+        weight, grad, mom, prev, weight32, lr=lr, momentum=momentum, lamda=lamda, wd=wd,
+        rescale_grad=rescale_grad, clip_gradient=clip_gradient,
     )

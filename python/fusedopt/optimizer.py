@@ -204,13 +204,26 @@ class Optimizer:
             self._all_index_update_counts[device_id] = {}
         self._index_update_count = self._all_index_update_counts[device_id]
 
-    def _update_count(self, index: Any) -> None:
-        """Counts one update of each index (first seen: starts at begin_num_update)."""
+    def _update_count(self, index: Any) -> tuple[int, dict[Any, int], list[tuple[Any, int | None]]]:
+        """Counts one update of each index (first seen: starts at begin_num_update). Returns a token
+        for :meth:`_undo_count`, so a call rejected by validation leaves the counts as they were."""
+        counts = self._index_update_count
+        token = (self.num_update, counts, [])
         for idx in _as_list(index):
-            if idx not in self._index_update_count:
-                self._index_update_count[idx] = self.begin_num_update
-            self._index_update_count[idx] += 1
-            self.num_update = max(self._index_update_count[idx], self.num_update)
+            old = counts.get(idx)
+            token[2].append((idx, old))
+            counts[idx] = (self.begin_num_update if old is None else old) + 1
+            self.num_update = max(counts[idx], self.num_update)
+        return token
+
+    def _undo_count(self, token: tuple[int, dict[Any, int], list[tuple[Any, int | None]]]) -> None:
+        num_update, counts, changes = token
+        for idx, old in reversed(changes):
+            if old is None:
+                counts.pop(idx, None)
+            else:
+                counts[idx] = old
+        self.num_update = num_update
 
     def _get_lrs(self, indices: Sequence[Any]) -> list[float]:
         lr = self.learning_rate
@@ -223,6 +236,16 @@ class Optimizer:
             elif index in self.idx2name:
                 lrs[i] *= self.lr_mult.get(self.idx2name[index], 1.0)
         return lrs
+
+    def _checked_rates(self, indices: Sequence[Any]) -> tuple[list[float], list[float]]:
+        """lrs and wds of the indices, each checked to be finite and >= 0 (a scheduler or multiplier
+        can produce anything)."""
+        lrs, wds = self._get_lrs(indices), self._get_wds(indices)
+        for lr in lrs:
+            check_nonnegative("lr", lr)
+        for wd in wds:
+            check_nonnegative("wd", wd)
+        return lrs, wds
 
     def _get_lr(self, index: Any) -> float:
         return self._get_lrs([index])[0]

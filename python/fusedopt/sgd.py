@@ -22,11 +22,13 @@ def _acc_dtype(weight: Any) -> Any:
 
 def _preprocess(weight: Any, grad: Any, acc: Any, wd: float, rescale_grad: float,
                 clip_gradient: float | None) -> tuple[Any, Any]:
-    """(w, r) in the compute dtype: r = clip(rescale_grad * g, c) + wd * w. New arrays; grad untouched."""
+    """(w, r) in the compute dtype: r = clip(rescale_grad * g, c) + wd * w. New flat (1-d) arrays, so
+    0-d weights stay arrays through NumPy arithmetic; the caller's grad is untouched."""
     if isinstance(grad, RowSparseArray):
         grad = grad.todense()
-    w = np.asarray(weight, dtype=acc).copy()
-    r = np.asarray(grad, dtype=acc) * acc(rescale_grad)
+    w = np.array(weight, dtype=acc).reshape(-1)
+    r = np.array(grad, dtype=acc).reshape(-1)
+    r *= acc(rescale_grad)
     if clip_gradient is not None and not math.isinf(clip_gradient):
         np.clip(r, -clip_gradient, clip_gradient, out=r)
     r += acc(wd) * w
@@ -105,53 +107,90 @@ class SGD(Optimizer):
 
         return _arrays.zeros_like(weight)
 
+    def _check(self, weight: Any, grad: Any, state: Any, master: bool) -> None:
+        """Validates one tensor's arguments as its kernel will (nothing written)."""
+        kw = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient,
+              "momentum": self.momentum, "lazy_update": self.lazy_update}
+        if master:
+            w32, mom = _master_state(state)
+            F.check_sgd_args(weight, grad, mom, w32, **kw)
+        else:
+            F.check_sgd_args(weight, grad, state, None, **kw)
+
     def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
-        """Reference path: NumPy arithmetic in the compute dtype, one index at a time."""
-        for index, weight, grad, state in zip(
-            _as_list(indices), _as_list(weights), _as_list(grads), _as_list(states)
-        ):
-            self._update_count(index)
-            lr, wd = self._get_lr(index), self._get_wd(index)
+        """Reference path: NumPy arithmetic in the compute dtype, one index at a time. Every tensor
+        is validated (as the kernels would) before the first is written."""
+        items = list(zip(_as_list(indices), _as_list(weights), _as_list(grads), _as_list(states)))
+        for _, weight, grad, state in items:
+            self._check(weight, grad, state, master=False)
+        for index, weight, grad, state in items:
+            token = self._update_count(index)
+            try:
+                (lr,), (wd,) = self._checked_rates([index])
+            except BaseException:
+                self._undo_count(token)
+                raise
             acc = _acc_dtype(weight)
-            w, r = _preprocess(weight, grad, acc, wd, self.rescale_grad, self.clip_gradient)
-            if state is not None:
-                m = np.asarray(state, dtype=acc).copy()
-                m *= acc(self.momentum)
-                m -= acc(lr) * r
-                w += m
-                state[...] = m
-            else:
-                w -= acc(lr) * r
-            weight[...] = w
+            with np.errstate(all="ignore"):  # NaN/Inf propagate by design, as in the kernels
+                w, r = _preprocess(weight, grad, acc, wd, self.rescale_grad, self.clip_gradient)
+                if state is not None:
+                    m = np.array(state, dtype=acc).reshape(-1)
+                    m *= acc(self.momentum)
+                    m -= acc(lr) * r
+                    w += m
+                    state[...] = m.reshape(state.shape)
+                else:
+                    w -= acc(lr) * r
+                weight[...] = w.reshape(weight.shape)
 
     def fused_step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
         """Fused kernels: counts every index first, then one kernel per tensor, or aggregated calls of
-        up to ``aggregate_num`` tensors grouped by dtype and precision mode."""
+        up to ``aggregate_num`` tensors grouped by dtype and precision mode. A call that needs more
+        than one kernel launch validates every tensor first, so a rejected call writes nothing."""
         indices, weights = _as_list(indices), _as_list(weights)
         grads, states = _as_list(grads), _as_list(states)
-        self._update_count(indices)
-        lrs, wds = self._get_lrs(indices), self._get_wds(indices)
-        common = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient}
-        sparse = any(isinstance(g, RowSparseArray) for g in grads)
-        if self.aggregate_num > 1 and not sparse and len(weights) > 1:
-            self._fused_aggregated(weights, grads, states, lrs, wds, common)
-            return
-        for weight, grad, state, lr, wd in zip(weights, grads, states, lrs, wds):
-            if self._use_master(weight):
-                master, mom = _master_state(state)
-                if mom is not None:
-                    F.mp_sgd_mom_update(weight, grad, mom, master, lr=lr, wd=wd,
-                                        momentum=self.momentum, **common)
-                else:
-                    F.mp_sgd_update(weight, grad, master, lr=lr, wd=wd, **common)
-            elif state is not None:
-                F.sgd_mom_update(weight, grad, state, lr=lr, wd=wd, momentum=self.momentum,
-                                 lazy_update=self.lazy_update, **common)
+        token = self._update_count(indices)
+        try:
+            lrs, wds = self._checked_rates(indices)
+            common = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient}
+            sparse = any(isinstance(g, RowSparseArray) for g in grads)
+            if self.aggregate_num > 1 and not sparse and len(weights) > 1:
+                calls = self._aggregated_calls(weights, grads, states, lrs, wds, common)
             else:
-                F.sgd_update(weight, grad, lr=lr, wd=wd, lazy_update=self.lazy_update, **common)
+                calls = [self._single_call(*args, common) for args in zip(weights, grads, states, lrs, wds)]
+            if len(calls) > 1:
+                for weight, grad, state in zip(weights, grads, states):
+                    self._check(weight, grad, state, master=self._use_master(weight))
+        except BaseException:
+            self._undo_count(token)
+            raise
+        if len(calls) == 1:
+            try:
+                calls[0][0](*calls[0][1], **calls[0][2])
+            except BaseException:
+                self._undo_count(token)
+                raise
+            return
+        for fn, args, kw in calls:
+            fn(*args, **kw)
 
-    def _fused_aggregated(self, weights: list[Any], grads: list[Any], states: list[Any],
-                          lrs: list[float], wds: list[float], common: dict[str, Any]) -> None:
+    def _single_call(self, weight: Any, grad: Any, state: Any, lr: float, wd: float,
+                     common: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        if self._use_master(weight):
+            master, mom = _master_state(state)
+            if mom is not None:
+                return (F.mp_sgd_mom_update, (weight, grad, mom, master),
+                        dict(common, lr=lr, wd=wd, momentum=self.momentum))
+            return (F.mp_sgd_update, (weight, grad, master), dict(common, lr=lr, wd=wd))
+        if state is not None:
+            return (F.sgd_mom_update, (weight, grad, state),
+                    dict(common, lr=lr, wd=wd, momentum=self.momentum, lazy_update=self.lazy_update))
+        return (F.sgd_update, (weight, grad), dict(common, lr=lr, wd=wd, lazy_update=self.lazy_update))
+
+    def _aggregated_calls(self, weights: list[Any], grads: list[Any], states: list[Any],
+                          lrs: list[float], wds: list[float],
+                          common: dict[str, Any]) -> list[tuple[Any, tuple[Any, ...], dict[str, Any]]]:
+        calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
         groups: dict[tuple[str, bool, bool], list[int]] = {}
         for k, (weight, state) in enumerate(zip(weights, states)):
             master = self._use_master(weight)
@@ -178,7 +217,8 @@ class SGD(Optimizer):
                     (True, False): F.multi_mp_sgd_update,
                     (True, True): F.multi_mp_sgd_mom_update,
                 }[(master, has_mom)]
-                op(arrays, **kw)
+                calls.append((op, (arrays,), kw))
+        return calls
 
 
 def _master_state(state: Any) -> tuple[Any, Any]:

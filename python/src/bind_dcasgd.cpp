@@ -34,6 +34,33 @@ void bind_dcasgd(py::module_& m) {
       "w += step.");
 
   m.def(
+      "check_dcasgd_args",
+      [](py::handle weight, py::handle grad, py::handle mom, py::handle prev, py::handle weight32,
+         double lr, double momentum, double lamda, double wd, double rescale_grad,
+         std::optional<double> clip_gradient) {
+        const bool mp = !weight32.is_none();
+        const char* op = mp ? "mp_dcasgd_update" : "dcasgd_update";
+        ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
+                 pv = to_array_ref(prev, op, mp ? "prev32" : "prev");
+        std::optional<ArrayRef> mm, w32;
+        if (!mom.is_none()) mm = to_array_ref(mom, op, "mom");
+        if (mp) w32 = to_array_ref(weight32, op, "weight32");
+        DcasgdParams p;
+        p.lr = lr;
+        p.momentum = momentum;
+        p.lamda = lamda;
+        p.wd = wd;
+        p.rescale_grad = rescale_grad;
+        p.clip_gradient = clip_gradient;
+        fusedopt::check_dcasgd_args(w.view, g.view, mm ? &mm->view : nullptr, pv.view,
+                                    w32 ? &w32->view : nullptr, p);
+      },
+      "weight"_a, "grad"_a, "mom"_a.none(true), "prev"_a, "weight32"_a.none(true), py::kw_only(),
+      "lr"_a, "momentum"_a = 0.0, "lamda"_a = 0.04, "wd"_a = 0.0, "rescale_grad"_a = 1.0,
+      "clip_gradient"_a = py::none(),
+      "Validate arguments as the dcasgd operators do, without writing anything.");
+
+  m.def(
       "mp_dcasgd_update",
       [](py::handle weight, py::handle grad, py::handle mom, py::handle prev32, py::handle weight32,
          double lr, double momentum, double lamda, double wd, double rescale_grad,

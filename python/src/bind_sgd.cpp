@@ -156,6 +156,43 @@ void bind_sgd(py::module_& m) {
       "momentum"_a = 0.0, "wd"_a = 0.0, "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(),
       "lazy_update"_a = true, "sgd_mom_update with a row-sparse gradient.");
 
+  m.def(
+      "check_sgd_args",
+      [](py::handle weight, py::handle grad, py::handle mom, py::handle weight32, double lr,
+         double momentum, double wd, double rescale_grad, std::optional<double> clip_gradient) {
+        const bool mp = !weight32.is_none();
+        const char* op = mp ? (mom.is_none() ? "mp_sgd_update" : "mp_sgd_mom_update")
+                            : (mom.is_none() ? "sgd_update" : "sgd_mom_update");
+        ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad");
+        std::optional<ArrayRef> mm, w32;
+        if (!mom.is_none()) mm = to_array_ref(mom, op, "mom");
+        if (mp) w32 = to_array_ref(weight32, op, "weight32");
+        SgdParams p = sgd_params(lr, momentum, wd, rescale_grad, clip_gradient, true);
+        fusedopt::check_sgd_args(w.view, g.view, mm ? &mm->view : nullptr,
+                                 w32 ? &w32->view : nullptr, p);
+      },
+      "weight"_a, "grad"_a, "mom"_a.none(true), "weight32"_a.none(true), py::kw_only(), "lr"_a,
+      "momentum"_a = 0.0, "wd"_a = 0.0, "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(),
+      "Validate arguments as the sgd operators do, without writing anything.");
+
+  m.def(
+      "check_sgd_args_rsp",
+      [](py::handle weight, py::handle data, py::array indices, std::vector<std::int64_t> shape,
+         py::handle mom, double lr, double momentum, double wd, double rescale_grad,
+         std::optional<double> clip_gradient, bool lazy_update) {
+        const char* op = mom.is_none() ? "sgd_update" : "sgd_mom_update";
+        ArrayRef w = to_array_ref(weight, op, "weight"), d = to_array_ref(data, op, "grad.data");
+        std::optional<ArrayRef> mm;
+        if (!mom.is_none()) mm = to_array_ref(mom, op, "mom");
+        RowSparseView g = rsp_view(d, indices, shape, op);
+        SgdParams p = sgd_params(lr, momentum, wd, rescale_grad, clip_gradient, lazy_update);
+        fusedopt::check_sgd_args(w.view, g, mm ? &mm->view : nullptr, p);
+      },
+      "weight"_a, "data"_a, "indices"_a.noconvert(), "shape"_a, "mom"_a.none(true), py::kw_only(),
+      "lr"_a, "momentum"_a = 0.0, "wd"_a = 0.0, "rescale_grad"_a = 1.0,
+      "clip_gradient"_a = py::none(), "lazy_update"_a = true,
+      "Validate arguments as the row-sparse sgd operators do, without writing anything.");
+
   struct MultiSpec {
     const char* name;
     std::size_t per;

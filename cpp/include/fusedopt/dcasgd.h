@@ -15,4 +15,9 @@ void dcasgd_update(TensorView weight, TensorView grad, const TensorView* mom, Te
 void mp_dcasgd_update(TensorView weight, TensorView grad, const TensorView* mom, TensorView prev32,
                       TensorView weight32, const DcasgdParams& p, Stream stream = {});
 
+/// Validates arguments exactly as dcasgd_update (or mp_dcasgd_update when `weight32` is non-null)
+/// would, without writing anything.
+void check_dcasgd_args(TensorView weight, TensorView grad, const TensorView* mom, TensorView prev,
+                       const TensorView* weight32, const DcasgdParams& p);
+
 }  // namespace fusedopt

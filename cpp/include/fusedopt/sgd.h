@@ -48,4 +48,12 @@ void multi_mp_sgd_mom_update(const std::vector<TensorView>& weights,
                              const std::vector<TensorView>& weights32, const MultiSgdParams& p,
                              Stream stream = {});
 
+/// Validates arguments exactly as the matching operator would (sgd_update when `mom` is null,
+/// sgd_mom_update otherwise; the mp_ variant when `weight32` is non-null) and throws the same errors,
+/// without writing anything. Used by reference paths that compute the update themselves.
+void check_sgd_args(TensorView weight, TensorView grad, const TensorView* mom,
+                    const TensorView* weight32, const SgdParams& p);
+void check_sgd_args(TensorView weight, const RowSparseView& grad, const TensorView* mom,
+                    const SgdParams& p);
+
 }  // namespace fusedopt
