@@ -26,13 +26,22 @@ __all__ = [
 LOW_PRECISION = frozenset({"float16", "bfloat16"})
 
 
+# dtype object -> short name. str(numpy dtype) costs microseconds and this runs per tensor per step.
+_DTYPE_NAMES: dict[Any, str] = {}
+
+
 def dtype_name(a: Any) -> str:
     """'float16', 'bfloat16', 'float32', 'float64' or the library's own name for anything else."""
     dt = getattr(a, "dtype", None)
     if dt is None:
         raise TypeError(f"expected an array, got {type(a).__qualname__}")
-    name = str(dt)
-    return name[6:] if name.startswith("torch.") else name
+    try:
+        return _DTYPE_NAMES[dt]
+    except KeyError:
+        name = str(dt)
+        name = name[6:] if name.startswith("torch.") else name
+        _DTYPE_NAMES[dt] = name
+        return name
 
 
 def is_low_precision(a: Any) -> bool:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _arrays
 from . import functional as F
 from ._validate import check_nonnegative
 from .optimizer import DEFAULT_LEARNING_RATE, Optimizer, _as_list, register, resolve_default_lr
@@ -103,8 +104,6 @@ class SGD(Optimizer):
     def create_state(self, index: Any, weight: Any) -> Any:
         if self.momentum == 0.0:
             return None
-        from . import _arrays
-
         return _arrays.zeros_like(weight)
 
     def _check(self, weight: Any, grad: Any, state: Any, master: bool) -> None:
@@ -195,7 +194,7 @@ class SGD(Optimizer):
         for k, (weight, state) in enumerate(zip(weights, states)):
             master = self._use_master(weight)
             has_mom = (_master_state(state)[1] if master else state) is not None
-            groups.setdefault((str(weight.dtype), master, has_mom), []).append(k)
+            groups.setdefault((_arrays.dtype_name(weight), master, has_mom), []).append(k)
         chunk = len(weights) if math.isinf(self.aggregate_num) else int(self.aggregate_num)
         for (_, master, has_mom), members in groups.items():
             for start in range(0, len(members), chunk):

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every fusedopt test on this machine: installs the package (pip, scikit-build-core), builds and
+# runs the C++ tests (ctest), runs the Python suite against the installed package once per CPU
+# capability this CPU supports, and smoke-runs the benchmark binaries when they were built.
+# Usage: bash tests/run_all.sh        (from anywhere; uses the python3 on PATH)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+py="${PYTHON:-python3}"
+jobs="${FUSEDOPT_JOBS:-$(nproc)}"
+build="${FUSEDOPT_TEST_BUILD_DIR:-$root/build/tests}"
+
+echo "== install fusedopt (Python package) =="
+"$py" -m pip install -q "$root[test]"
+
+echo "== C++ tests (ctest) =="
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFUSEDOPT_BUILD_TESTS=ON \
+  -DFUSEDOPT_BUILD_BENCH="${FUSEDOPT_TEST_BENCH:-OFF}" >/dev/null
+cmake --build "$build" -j "$jobs"
+ctest --test-dir "$build" --output-on-failure -j "$jobs"
+
+echo "== Python tests (pytest, once per CPU capability) =="
+caps="$(cd /tmp && "$py" -c 'import fusedopt; print(" ".join(fusedopt.supported_cpu_capabilities()))')"
+for cap in $caps; do
+  echo "-- FUSEDOPT_CPU_CAPABILITY=$cap"
+  # Run from outside the source tree so the installed package is what gets imported.
+  (cd "$root/tests/python" && FUSEDOPT_TEST_REQUIRE=1 FUSEDOPT_CPU_CAPABILITY="$cap" \
+     "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" .)
+done
+
+if [ -x "$build/bench/bench_sgd_cpu" ] && [ -f "$root/bench/run_smoke.sh" ]; then
+  echo "== benchmark smoke run =="
+  bash "$root/bench/run_smoke.sh" "$build/bench"
+fi
+echo "== all tests passed =="
