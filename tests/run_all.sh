@@ -27,6 +27,18 @@ for cap in $caps; do
      "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" .)
 done
 
+echo "== C++ package: find_package(fusedopt) from an installed tree and from the wheel =="
+prefix="$build/install-prefix"
+rm -rf "$prefix"
+cmake --install "$build" --prefix "$prefix" >/dev/null
+cmake -S "$root/tests/cmake_consumer" -B "$build/consumer-tree" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$build/consumer-tree"
+"$build/consumer-tree/consumer"
+wheel_cmake="$(cd /tmp && "$py" -c 'import fusedopt; print(fusedopt.get_cmake_dir())')"
+cmake -S "$root/tests/cmake_consumer" -B "$build/consumer-wheel" -G Ninja -Dfusedopt_DIR="$wheel_cmake" >/dev/null
+cmake --build "$build/consumer-wheel"
+"$build/consumer-wheel/consumer"
+
 if [ -x "$build/bench/bench_sgd_cpu" ] && [ -f "$root/bench/run_smoke.sh" ]; then
   echo "== benchmark smoke run =="
   bash "$root/bench/run_smoke.sh" "$build/bench"

@@ -5,6 +5,8 @@ C++17 kernels (OpenMP, per-ISA SIMD; CUDA when built) update NumPy arrays in pla
 
 from __future__ import annotations
 
+import os
+
 from . import _core, lr_scheduler
 from .dcasgd import DCASGD
 from .functional import (
@@ -30,6 +32,25 @@ cpu_capability = _core.cpu_capability
 supported_cpu_capabilities = _core.supported_cpu_capabilities
 set_cpu_capability = _core.set_cpu_capability
 
+
+
+def get_cmake_dir() -> str:
+    """Directory of ``fusedoptConfig.cmake`` inside the installed wheel, for
+    ``cmake -Dfusedopt_DIR=$(python -c "import fusedopt; print(fusedopt.get_cmake_dir())")``.
+    (scikit-build-core projects find it automatically through the ``cmake.root`` entry point.)"""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for libdir in ("lib", "lib64"):
+        path = os.path.join(here, libdir, "cmake", "fusedopt")
+        if os.path.isfile(os.path.join(path, "fusedoptConfig.cmake")):
+            return path
+    raise ImportError("fusedopt's CMake package files are not installed with this copy of fusedopt")
+
+
+def get_include() -> str:
+    """Directory holding the installed C++ headers (``<fusedopt/fusedopt.h>``)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+
+
 __all__ = [
     "DCASGD",
     "SGD",
@@ -40,6 +61,8 @@ __all__ = [
     "cpu_capability",
     "create",
     "dcasgd_update",
+    "get_cmake_dir",
+    "get_include",
     "get_updater",
     "lr_scheduler",
     "mp_dcasgd_update",
