@@ -1,13 +1,17 @@
 """Learning-rate schedulers with MXNet 2.0 ``mxnet.lr_scheduler`` semantics (SPEC.md §8).
 
-Schedulers are stateful and assume ``num_update`` never decreases between calls.
+The arithmetic lives in C++ (``fusedopt/lr_scheduler.h``), shared with the C++ optimizer objects;
+these classes hold a C++ scheduler in ``_impl`` and expose MXNet's attributes. Subclass
+:class:`LRScheduler` and override ``__call__`` for a custom schedule. Schedulers are stateful and
+assume ``num_update`` never decreases between calls.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
+
+from . import _core
 
 __all__ = [
     "CosineScheduler",
@@ -18,8 +22,32 @@ __all__ = [
 ]
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+def _int_arg(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    return int(value)
+
+
+def _mode_arg(mode: Any) -> str:
+    if mode not in ("linear", "constant"):
+        raise ValueError("Supports only linear and constant modes of warmup")
+    return str(mode)
+
+
+class _Field:
+    """An attribute stored on the C++ scheduler."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = getattr(obj._impl, self.name)
+        return list(value) if isinstance(value, list) else value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj._impl, self.name, value)
 
 
 class LRScheduler:
@@ -29,6 +57,16 @@ class LRScheduler:
     rises linearly from ``warmup_begin_lr`` to the ``base_lr`` given at construction ('linear').
     """
 
+    # Constructor arguments and mutable state, saved by Updater.get_states(dump_optimizer=True).
+    _init_fields: ClassVar[tuple[str, ...]] = ("base_lr", "warmup_steps", "warmup_begin_lr", "warmup_mode")
+    _state_fields: ClassVar[tuple[str, ...]] = ("base_lr", "warmup_final_lr")
+
+    base_lr = _Field()
+    warmup_steps = _Field()
+    warmup_final_lr = _Field()
+    warmup_begin_lr = _Field()
+    warmup_mode = _Field()
+
     def __init__(
         self,
         base_lr: float = 0.01,
@@ -36,32 +74,39 @@ class LRScheduler:
         warmup_begin_lr: float = 0,
         warmup_mode: str = "linear",
     ) -> None:
-        if not _is_int(warmup_steps):
-            raise ValueError(f"warmup_steps must be an int, got {warmup_steps!r}")
-        if warmup_steps < 0:
-            raise ValueError("Warmup steps has to be positive or 0")
-        if warmup_begin_lr > base_lr:
-            raise ValueError("Base lr has to be higher than warmup_begin_lr")
-        if warmup_mode not in ("linear", "constant"):
-            raise ValueError("Supports only linear and constant modes of warmup")
-        self.base_lr = base_lr
-        self.warmup_steps = int(warmup_steps)
-        self.warmup_final_lr = base_lr
-        self.warmup_begin_lr = warmup_begin_lr
-        self.warmup_mode = warmup_mode
+        self._impl = _core.LRScheduler(
+            base_lr, _int_arg("warmup_steps", warmup_steps), warmup_begin_lr, _mode_arg(warmup_mode)
+        )
 
     def get_warmup_lr(self, num_update: int) -> float:
-        if not num_update < self.warmup_steps:
-            raise ValueError(f"num_update {num_update} is not within the {self.warmup_steps} warmup steps")
-        if self.warmup_mode == "linear":
-            increase = (self.warmup_final_lr - self.warmup_begin_lr) * float(num_update) / float(
-                self.warmup_steps
-            )
-            return self.warmup_begin_lr + increase
-        return self.warmup_begin_lr
+        return float(self._impl.get_warmup_lr(num_update))
 
     def __call__(self, num_update: int) -> float:
         raise NotImplementedError("must override this")
+
+    # -------------------------------------------------------------------------- pickling / saving
+    def _fields(self) -> dict[str, Any]:
+        """Constructor arguments and mutable state, plain data only."""
+        names = dict.fromkeys(self._init_fields + self._state_fields)
+        return {name: getattr(self, name) for name in names}
+
+    @classmethod
+    def _from_fields(cls, fields: dict[str, Any]) -> LRScheduler:
+        """Rebuilds a scheduler: the constructor re-validates the arguments, then the state is set."""
+        obj = cls(**{k: fields[k] for k in cls._init_fields})
+        for name in cls._state_fields:
+            setattr(obj, name, fields[name])
+        return obj
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k != "_impl"}
+        state["_fusedopt_fields"] = self._fields()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        fields = state.pop("_fusedopt_fields")
+        self.__dict__.update(type(self)._from_fields(fields).__dict__)
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_lr={self.base_lr})"
@@ -69,6 +114,15 @@ class LRScheduler:
 
 class FactorScheduler(LRScheduler):
     """Multiplies the rate by ``factor`` every ``step`` updates, never below ``stop_factor_lr``."""
+
+    _init_fields = ("step", "factor", "stop_factor_lr", "base_lr", "warmup_steps",
+                    "warmup_begin_lr", "warmup_mode")
+    _state_fields = ("base_lr", "warmup_final_lr", "count")
+
+    step = _Field()
+    factor = _Field()
+    stop_factor_lr = _Field()
+    count = _Field()
 
     def __init__(
         self,
@@ -80,30 +134,27 @@ class FactorScheduler(LRScheduler):
         warmup_begin_lr: float = 0,
         warmup_mode: str = "linear",
     ) -> None:
-        super().__init__(base_lr, warmup_steps, warmup_begin_lr, warmup_mode)
-        if step < 1:
+        if not step >= 1:
             raise ValueError("Schedule step must be greater or equal than 1 round")
-        if factor > 1.0:
-            raise ValueError("Factor must be no more than 1 to make lr reduce")
-        self.step = step
-        self.factor = factor
-        self.stop_factor_lr = stop_factor_lr
-        self.count = 0
+        self._impl = _core.FactorScheduler(
+            int(step), factor, stop_factor_lr, base_lr, _int_arg("warmup_steps", warmup_steps),
+            warmup_begin_lr, _mode_arg(warmup_mode),
+        )
 
     def __call__(self, num_update: int) -> float:
-        if num_update < self.warmup_steps:
-            return self.get_warmup_lr(num_update)
-        # `while`, not `if`: a run resumed at a large num_update catches up at once.
-        while num_update > self.count + self.step:
-            self.count += self.step
-            self.base_lr *= self.factor
-            if self.base_lr < self.stop_factor_lr:
-                self.base_lr = self.stop_factor_lr
-        return self.base_lr
+        return float(self._impl(num_update))
 
 
 class MultiFactorScheduler(LRScheduler):
     """Multiplies the rate by ``factor`` after each update count in the increasing list ``step``."""
+
+    _init_fields = ("step", "factor", "base_lr", "warmup_steps", "warmup_begin_lr", "warmup_mode")
+    _state_fields = ("base_lr", "warmup_final_lr", "cur_step_ind", "count")
+
+    step = _Field()
+    factor = _Field()
+    cur_step_ind = _Field()
+    count = _Field()
 
     def __init__(
         self,
@@ -114,37 +165,37 @@ class MultiFactorScheduler(LRScheduler):
         warmup_begin_lr: float = 0,
         warmup_mode: str = "linear",
     ) -> None:
-        super().__init__(base_lr, warmup_steps, warmup_begin_lr, warmup_mode)
         if not isinstance(step, (list, tuple)) or len(step) < 1:
             raise ValueError("step must be a non-empty list of update counts")
-        for i, s in enumerate(step):
-            if i != 0 and step[i] <= step[i - 1]:
-                raise ValueError("Schedule step must be an increasing integer list")
-            if s < 1:
+        for s in step:
+            if not s >= 1:
                 raise ValueError("Schedule step must be greater or equal than 1 round")
-        if factor > 1.0:
-            raise ValueError("Factor must be no more than 1 to make lr reduce")
-        self.step = list(step)
-        self.cur_step_ind = 0
-        self.factor = factor
-        self.count = 0
+        self._impl = _core.MultiFactorScheduler(
+            [int(s) for s in step], factor, base_lr, _int_arg("warmup_steps", warmup_steps),
+            warmup_begin_lr, _mode_arg(warmup_mode),
+        )
 
     def __call__(self, num_update: int) -> float:
-        if num_update < self.warmup_steps:
-            return self.get_warmup_lr(num_update)
-        while self.cur_step_ind <= len(self.step) - 1:
-            if num_update > self.step[self.cur_step_ind]:
-                self.count = self.step[self.cur_step_ind]
-                self.cur_step_ind += 1
-                self.base_lr *= self.factor
-            else:
-                return self.base_lr
-        return self.base_lr
+        return float(self._impl(num_update))
 
 
 class PolyScheduler(LRScheduler):
     """``final + (base - final) * (1 - (n - warmup) / (max_update - warmup)) ** pwr`` up to
     ``max_update``, then ``final_lr``."""
+
+    _init_fields = ("max_update", "base_lr", "pwr", "final_lr", "warmup_steps", "warmup_begin_lr",
+                    "warmup_mode")
+    _state_fields = ("base_lr", "warmup_final_lr", "base_lr_orig")
+
+    power = _Field()
+    base_lr_orig = _Field()
+    max_update = _Field()
+    final_lr = _Field()
+    max_steps = _Field()
+
+    @property
+    def pwr(self) -> float:
+        return float(self.power)
 
     def __init__(
         self,
@@ -156,30 +207,27 @@ class PolyScheduler(LRScheduler):
         warmup_begin_lr: float = 0,
         warmup_mode: str = "linear",
     ) -> None:
-        super().__init__(base_lr, warmup_steps, warmup_begin_lr, warmup_mode)
-        if not _is_int(max_update):
-            raise ValueError(f"max_update must be an int, got {max_update!r}")
-        if max_update < 1:
-            raise ValueError("maximum number of updates must be strictly positive")
-        self.power = pwr
-        self.base_lr_orig = self.base_lr
-        self.max_update = int(max_update)
-        self.final_lr = final_lr
-        self.max_steps = self.max_update - self.warmup_steps
+        self._impl = _core.PolyScheduler(
+            _int_arg("max_update", max_update), base_lr, pwr, final_lr,
+            _int_arg("warmup_steps", warmup_steps), warmup_begin_lr, _mode_arg(warmup_mode),
+        )
 
     def __call__(self, num_update: int) -> float:
-        if num_update < self.warmup_steps:
-            return self.get_warmup_lr(num_update)
-        if num_update <= self.max_update:
-            self.base_lr = self.final_lr + (self.base_lr_orig - self.final_lr) * pow(
-                1 - float(num_update - self.warmup_steps) / float(self.max_steps), self.power
-            )
-        return self.base_lr
+        return float(self._impl(num_update))
 
 
 class CosineScheduler(LRScheduler):
     """``final + (base - final) * (1 + cos(pi * (n - warmup) / (max_update - warmup))) / 2`` up to
     ``max_update``, then ``final_lr``."""
+
+    _init_fields = ("max_update", "base_lr", "final_lr", "warmup_steps", "warmup_begin_lr",
+                    "warmup_mode")
+    _state_fields = ("base_lr", "warmup_final_lr", "base_lr_orig")
+
+    base_lr_orig = _Field()
+    max_update = _Field()
+    final_lr = _Field()
+    max_steps = _Field()
 
     def __init__(
         self,
@@ -190,21 +238,10 @@ class CosineScheduler(LRScheduler):
         warmup_begin_lr: float = 0,
         warmup_mode: str = "linear",
     ) -> None:
-        super().__init__(base_lr, warmup_steps, warmup_begin_lr, warmup_mode)
-        if not _is_int(max_update):
-            raise ValueError(f"max_update must be an int, got {max_update!r}")
-        if max_update < 1:
-            raise ValueError("maximum number of updates must be strictly positive")
-        self.base_lr_orig = base_lr
-        self.max_update = int(max_update)
-        self.final_lr = final_lr
-        self.max_steps = self.max_update - self.warmup_steps
+        self._impl = _core.CosineScheduler(
+            _int_arg("max_update", max_update), base_lr, final_lr,
+            _int_arg("warmup_steps", warmup_steps), warmup_begin_lr, _mode_arg(warmup_mode),
+        )
 
     def __call__(self, num_update: int) -> float:
-        if num_update < self.warmup_steps:
-            return self.get_warmup_lr(num_update)
-        if num_update <= self.max_update:
-            self.base_lr = self.final_lr + (self.base_lr_orig - self.final_lr) * (
-                1 + math.cos(math.pi * (num_update - self.warmup_steps) / self.max_steps)
-            ) / 2
-        return self.base_lr
+        return float(self._impl(num_update))

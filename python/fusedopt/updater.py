@@ -282,7 +282,7 @@ def _optimizer_to_manifest(opt: Optimizer) -> dict[str, Any]:
         cls_name = type(sched).__name__
         if _SCHEDULERS.get(cls_name) is not type(sched):
             raise TypeError(f"get_states: cannot save scheduler class {type(sched).__qualname__}")
-        sched_entry = {"class": cls_name, "attrs": _encode(dict(vars(sched)))}
+        sched_entry = {"class": cls_name, "fields": _encode(sched._fields())}
     return {
         "class": name,
         "attrs": _encode(attrs),
@@ -316,13 +316,15 @@ def _optimizer_from_manifest(entry: Any) -> Optimizer:
     if sched is not None:
         if not isinstance(sched, dict) or sched.get("class") not in _SCHEDULERS:
             raise ValueError("set_states: unknown lr_scheduler class")
-        sattrs = _decode(sched.get("attrs"))
-        if not isinstance(sattrs, dict) or not all(isinstance(k, str) for k in sattrs):
-            raise ValueError("set_states: malformed lr_scheduler attributes")
+        fields = _decode(sched.get("fields"))
         scls = _SCHEDULERS[sched["class"]]
-        s = scls.__new__(scls)
-        s.__dict__.update(sattrs)
-        opt.lr_scheduler = s
+        needed = set(scls._init_fields) | set(scls._state_fields)
+        if not isinstance(fields, dict) or set(fields) != needed:
+            raise ValueError("set_states: malformed lr_scheduler fields")
+        try:
+            opt.lr_scheduler = scls._from_fields(fields)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"set_states: invalid lr_scheduler state ({exc})") from None
     return opt
 
 

@@ -32,5 +32,6 @@ inline std::vector<TensorView> views(const std::vector<ArrayRef>& refs) {
 
 void bind_sgd(py::module_& m);
 void bind_dcasgd(py::module_& m);
+void bind_optimizer(py::module_& m);
 
 }  // namespace fusedopt::python

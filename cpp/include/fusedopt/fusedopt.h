@@ -5,6 +5,8 @@
 #include "fusedopt/dcasgd.h"
 #include "fusedopt/dtype.h"
 #include "fusedopt/errors.h"
+#include "fusedopt/lr_scheduler.h"
+#include "fusedopt/optimizer.h"
 #include "fusedopt/params.h"
 #include "fusedopt/sgd.h"
 #include "fusedopt/tensor_view.h"
