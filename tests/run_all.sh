@@ -27,13 +27,16 @@ for cap in $caps; do
      "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" .)
 done
 
-echo "== C++ package: find_package(fusedopt) from an installed tree and from the wheel =="
+echo "== C++ package: find_package(fusedopt) from an installed tree (consumer, examples/cpp) and the wheel =="
 prefix="$build/install-prefix"
 rm -rf "$prefix"
 cmake --install "$build" --prefix "$prefix" >/dev/null
 cmake -S "$root/tests/cmake_consumer" -B "$build/consumer-tree" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$build/consumer-tree"
 "$build/consumer-tree/consumer"
+cmake -S "$root/examples/cpp" -B "$build/example" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$build/example"
+"$build/example/logistic_regression"
 wheel_cmake="$(cd /tmp && "$py" -c 'import fusedopt; print(fusedopt.get_cmake_dir())')"
 cmake -S "$root/tests/cmake_consumer" -B "$build/consumer-wheel" -G Ninja -Dfusedopt_DIR="$wheel_cmake" >/dev/null
 cmake --build "$build/consumer-wheel"
