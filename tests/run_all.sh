@@ -27,6 +27,18 @@ for cap in $caps; do
      "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" .)
 done
 
+if (cd /tmp && "$py" -c "import atheris" 2>/dev/null); then
+  secs="${FUSEDOPT_FUZZ_SECONDS:-15}"
+  echo "== fuzzing (atheris, ${secs}s per target) =="
+  for target in "$root"/tests/fuzz/fuzz_*.py; do
+    echo "-- $(basename "$target")"
+    (cd /tmp && PYTHONWARNINGS=ignore "$py" "$target" -max_total_time="$secs" -rss_limit_mb=4096 2>&1 | tail -n 2)
+    # libFuzzer exits non-zero on a crash or failed assertion; pipefail propagates it.
+  done
+else
+  echo "== fuzzing skipped: atheris is not installed (pip install atheris) =="
+fi
+
 echo "== C++ package: find_package(fusedopt) from an installed tree (consumer, examples/cpp) and the wheel =="
 prefix="$build/install-prefix"
 rm -rf "$prefix"
