@@ -28,6 +28,8 @@ void rsp_update(const char* op, TensorView& weight, const RowSparseView& grad, c
   FUSEDOPT_CHECK(weight.ndim >= 1, ValueError, op,
                  ": a row-sparse gradient needs a weight with at least one dimension, got shape ",
                  shape_string(weight));
+  FUSEDOPT_CHECK(grad.ndim >= 0 && grad.ndim <= TensorView::kMaxDims, ValueError, op,
+                 ": grad has ndim ", grad.ndim, "; expected 0 to ", int(TensorView::kMaxDims));
   bool same_shape = grad.ndim == weight.ndim &&
                     std::equal(weight.shape.begin(), weight.shape.begin() + weight.ndim,
                                grad.shape.begin());

@@ -93,6 +93,10 @@ std::string device_string(const Device& d) { return str_cat(device_name(d.type),
 void check_tensor(const char* op, const Label& label, const TensorView& t,
                   std::initializer_list<DType> dtypes, Access access, const TensorView* like,
                   const Label* like_label) {
+  // The view's fields are public: never trust ndim before indexing shape[] with it.
+  FUSEDOPT_CHECK(t.ndim >= 0 && t.ndim <= TensorView::kMaxDims, ValueError, op, ": ",
+                 to_string(label), " has ndim ", t.ndim, "; expected 0 to ",
+                 int(TensorView::kMaxDims));
   FUSEDOPT_CHECK(in(t.dtype, dtypes), TypeError, op, ": ", to_string(label), " must have dtype ",
                  dtype_list(dtypes), ", got ", dtype_name(t.dtype));
   for (std::int32_t i = 0; i < t.ndim; ++i)
