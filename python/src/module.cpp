@@ -4,6 +4,7 @@
 
 #include "bind_common.h"
 #include "fusedopt/cpu_capability.h"
+#include "fusedopt/cuda.h"
 #include "fusedopt/errors.h"
 #include "fusedopt/version.h"
 
@@ -32,6 +33,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("set_cpu_capability", &fusedopt::set_cpu_capability, py::arg("name"),
         "Force a CPU kernel variant (baseline, avx2, avx512).");
   m.def("cpu_num_threads", &fusedopt::cpu_num_threads, "Threads the CPU kernels use.");
+  m.def("cuda_device_count", &fusedopt::cuda_device_count,
+        "CUDA devices the kernels can use (0 without CUDA support, a GPU or a driver).");
 
   fusedopt::python::bind_sgd(m);
   fusedopt::python::bind_dcasgd(m);

@@ -747,6 +747,8 @@ TEST_F(CudaTest, RunsOnTheGivenStreamAndKeepsTheCurrentDevice) {
   const DenseCase c{DType::kFloat32, false, Rule::kSgdMom, 1 << 20, Align::kAligned};
   Problem p(c.dt, false, true, false, c.n, 0, 0, rng);
   p.upload_all();
+  // A non-blocking stream is not ordered after the legacy stream's (pageable) copies: wait for them.
+  sync_and_check();
   run_dense_op(c, p, false);
   run_dense_op(c, p, true, Stream{stream});
   FUSEDOPT_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -758,6 +760,9 @@ TEST_F(CudaTest, RunsOnTheGivenStreamAndKeepsTheCurrentDevice) {
 
   if (fusedopt::cuda_device_count() >= 2) {
     // Arrays on device 0 while device 1 is current: the launch goes to device 0, device 1 stays current.
+    FUSEDOPT_CUDA_CHECK(cudaSetDevice(0));
+    p.upload_all();
+    sync_and_check();
     FUSEDOPT_CUDA_CHECK(cudaSetDevice(1));
     run_dense_op(c, p, false);
     run_dense_op(c, p, true);

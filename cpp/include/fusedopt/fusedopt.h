@@ -2,6 +2,7 @@
 #pragma once
 
 #include "fusedopt/cpu_capability.h"
+#include "fusedopt/cuda.h"
 #include "fusedopt/dcasgd.h"
 #include "fusedopt/dtype.h"
 #include "fusedopt/errors.h"
