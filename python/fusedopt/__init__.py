@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from . import _core, lr_scheduler
+from . import _core, cuda, lr_scheduler
 from .dcasgd import DCASGD
 from .functional import (
     dcasgd_update,
@@ -60,6 +60,7 @@ __all__ = [
     "__version__",
     "cpu_capability",
     "create",
+    "cuda",
     "dcasgd_update",
     "get_cmake_dir",
     "get_include",

@@ -79,6 +79,7 @@ class DCASGD(Optimizer):
         """Reference path: vectorised NumPy arithmetic in the compute dtype, one index at a time.
         Every tensor is validated (as the kernels would) before the first is written."""
         items = list(zip(_as_list(indices), _as_list(weights), _as_list(grads), _as_list(states)))
+        items = [(i, *_arrays.numpy_view(rest)) for i, *rest in items]  # torch CPU -> NumPy views
         for _, weight, grad, state in items:
             self._check(weight, grad, state, master=False)
         for index, weight, grad, state in items:

@@ -157,7 +157,7 @@ def _tree_to_manifest(state: Any, arrays: dict[str, np.ndarray]) -> dict[str, An
     dtype = _arrays.dtype_name(state)
     if dtype not in _DTYPES:
         raise TypeError(f"get_states: cannot save a state array of dtype {dtype}")
-    a = np.ascontiguousarray(_arrays.to_numpy(state))
+    a = np.array(_arrays.to_numpy(state), order="C")  # not ascontiguousarray: it makes 0-d 1-d
     key = f"a{len(arrays)}"
     arrays[key] = a.view(np.uint16) if dtype == "bfloat16" else a
     return {"array": key, "dtype": dtype, "shape": list(a.shape)}
@@ -190,7 +190,7 @@ def _tree_from_manifest(node: Any, archive: Any, where: str) -> Any:
         import ml_dtypes
 
         a = a.view(ml_dtypes.bfloat16)
-    return np.ascontiguousarray(a)
+    return np.array(a, order="C")
 
 
 def _check_tree(index: Any, got: Any, expected: Any, where: str) -> None:

@@ -24,8 +24,9 @@ void bind_dcasgd(py::module_& m) {
         p.wd = wd;
         p.rescale_grad = rescale_grad;
         p.clip_gradient = clip_gradient;
+        const Stream stream = call_stream(op, w, g, mm, pv);
         py::gil_scoped_release release;
-        fusedopt::dcasgd_update(w.view, g.view, mm ? &mm->view : nullptr, pv.view, p);
+        fusedopt::dcasgd_update(w.view, g.view, mm ? &mm->view : nullptr, pv.view, p, stream);
       },
       "weight"_a, "grad"_a, "mom"_a.none(true), "prev"_a, py::kw_only(), "lr"_a,
       "momentum"_a = 0.0, "lamda"_a = 0.04, "wd"_a = 0.0, "rescale_grad"_a = 1.0,
@@ -78,8 +79,9 @@ void bind_dcasgd(py::module_& m) {
         p.wd = wd;
         p.rescale_grad = rescale_grad;
         p.clip_gradient = clip_gradient;
+        const Stream stream = call_stream(op, w, g, mm, pv, w32);
         py::gil_scoped_release release;
-        fusedopt::mp_dcasgd_update(w.view, g.view, mm ? &mm->view : nullptr, pv.view, w32.view, p);
+        fusedopt::mp_dcasgd_update(w.view, g.view, mm ? &mm->view : nullptr, pv.view, w32.view, p, stream);
       },
       "weight"_a, "grad"_a, "mom"_a.none(true), "prev32"_a, "weight32"_a, py::kw_only(), "lr"_a,
       "momentum"_a = 0.0, "lamda"_a = 0.04, "wd"_a = 0.0, "rescale_grad"_a = 1.0,

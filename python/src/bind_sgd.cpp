@@ -69,8 +69,9 @@ void bind_sgd(py::module_& m) {
         const char* op = "sgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad");
         SgdParams p = sgd_params(lr, 0.0, wd, rescale_grad, clip_gradient, lazy_update);
+        const Stream stream = call_stream(op, w, g);
         py::gil_scoped_release release;
-        fusedopt::sgd_update(w.view, g.view, p);
+        fusedopt::sgd_update(w.view, g.view, p, stream);
       },
       "weight"_a, "grad"_a, py::kw_only(), "lr"_a, "wd"_a = 0.0, "rescale_grad"_a = 1.0,
       "clip_gradient"_a = py::none(), "lazy_update"_a = true,
@@ -84,8 +85,9 @@ void bind_sgd(py::module_& m) {
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                  mm = to_array_ref(mom, op, "mom");
         SgdParams p = sgd_params(lr, momentum, wd, rescale_grad, clip_gradient, lazy_update);
+        const Stream stream = call_stream(op, w, g, mm);
         py::gil_scoped_release release;
-        fusedopt::sgd_mom_update(w.view, g.view, mm.view, p);
+        fusedopt::sgd_mom_update(w.view, g.view, mm.view, p, stream);
       },
       "weight"_a, "grad"_a, "mom"_a, py::kw_only(), "lr"_a, "momentum"_a = 0.0, "wd"_a = 0.0,
       "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(), "lazy_update"_a = true,
@@ -99,8 +101,9 @@ void bind_sgd(py::module_& m) {
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                  w32 = to_array_ref(weight32, op, "weight32");
         SgdParams p = sgd_params(lr, 0.0, wd, rescale_grad, clip_gradient, lazy_update);
+        const Stream stream = call_stream(op, w, g, w32);
         py::gil_scoped_release release;
-        fusedopt::mp_sgd_update(w.view, g.view, w32.view, p);
+        fusedopt::mp_sgd_update(w.view, g.view, w32.view, p, stream);
       },
       "weight"_a, "grad"_a, "weight32"_a, py::kw_only(), "lr"_a, "wd"_a = 0.0,
       "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(), "lazy_update"_a = true,
@@ -115,8 +118,9 @@ void bind_sgd(py::module_& m) {
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                  mm = to_array_ref(mom, op, "mom"), w32 = to_array_ref(weight32, op, "weight32");
         SgdParams p = sgd_params(lr, momentum, wd, rescale_grad, clip_gradient, lazy_update);
+        const Stream stream = call_stream(op, w, g, mm, w32);
         py::gil_scoped_release release;
-        fusedopt::mp_sgd_mom_update(w.view, g.view, mm.view, w32.view, p);
+        fusedopt::mp_sgd_mom_update(w.view, g.view, mm.view, w32.view, p, stream);
       },
       "weight"_a, "grad"_a, "mom"_a, "weight32"_a, py::kw_only(), "lr"_a, "momentum"_a = 0.0,
       "wd"_a = 0.0, "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(),
@@ -132,8 +136,9 @@ void bind_sgd(py::module_& m) {
         ArrayRef w = to_array_ref(weight, op, "weight"), d = to_array_ref(data, op, "grad.data");
         RowSparseView g = rsp_view(d, indices, shape, op);
         SgdParams p = sgd_params(lr, 0.0, wd, rescale_grad, clip_gradient, lazy_update);
+        const Stream stream = call_stream(op, w, d);
         py::gil_scoped_release release;
-        fusedopt::sgd_update(w.view, g, p);
+        fusedopt::sgd_update(w.view, g, p, stream);
       },
       "weight"_a, "data"_a, "indices"_a.noconvert(), "shape"_a, py::kw_only(), "lr"_a, "wd"_a = 0.0,
       "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(), "lazy_update"_a = true,
@@ -149,8 +154,9 @@ void bind_sgd(py::module_& m) {
                  mm = to_array_ref(mom, op, "mom");
         RowSparseView g = rsp_view(d, indices, shape, op);
         SgdParams p = sgd_params(lr, momentum, wd, rescale_grad, clip_gradient, lazy_update);
+        const Stream stream = call_stream(op, w, d, mm);
         py::gil_scoped_release release;
-        fusedopt::sgd_mom_update(w.view, g, mm.view, p);
+        fusedopt::sgd_mom_update(w.view, g, mm.view, p, stream);
       },
       "weight"_a, "data"_a, "indices"_a.noconvert(), "shape"_a, "mom"_a, py::kw_only(), "lr"_a,
       "momentum"_a = 0.0, "wd"_a = 0.0, "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(),
@@ -222,11 +228,12 @@ void bind_sgd(py::module_& m) {
           MultiSgdParams p = multi_params(std::move(lrs), std::move(wds), momentum, rescale_grad,
                                           clip_gradient);
           auto wv = views(w), gv = views(g), mv = views(mm), w32v = views(w32);
+          const Stream stream = call_stream(op, w, g, mm, w32);
           py::gil_scoped_release release;
-          if (sp->mom && sp->master) fusedopt::multi_mp_sgd_mom_update(wv, gv, mv, w32v, p);
-          else if (sp->mom) fusedopt::multi_sgd_mom_update(wv, gv, mv, p);
-          else if (sp->master) fusedopt::multi_mp_sgd_update(wv, gv, w32v, p);
-          else fusedopt::multi_sgd_update(wv, gv, p);
+          if (sp->mom && sp->master) fusedopt::multi_mp_sgd_mom_update(wv, gv, mv, w32v, p, stream);
+          else if (sp->mom) fusedopt::multi_sgd_mom_update(wv, gv, mv, p, stream);
+          else if (sp->master) fusedopt::multi_mp_sgd_update(wv, gv, w32v, p, stream);
+          else fusedopt::multi_sgd_update(wv, gv, p, stream);
         },
         "arrays"_a, py::kw_only(), "lrs"_a, "wds"_a, "momentum"_a = 0.0, "rescale_grad"_a = 1.0,
         "clip_gradient"_a = py::none(),

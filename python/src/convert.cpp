@@ -1,6 +1,7 @@
 // convert.cpp — see convert.h. The only place that knows how Python arrays are laid out.
 #include "convert.h"
 
+#include <cstring>
 #include <string>
 
 #include "fusedopt/errors.h"
@@ -43,7 +44,10 @@ ArrayRef to_array_ref(py::handle obj, const char* op, const char* arg, std::int6
   const std::string name = std::string(op) + ": " + arg +
                            (index >= 0 ? "[" + std::to_string(index) + "]" : std::string());
   if (!py::isinstance<py::array>(obj)) {
-    throw TypeError(name + " must be a NumPy array, got " + type_name(obj));
+    // Not NumPy: a DLPack producer (PyTorch, CuPy, ...). Gradients are the only inputs.
+    if (py::hasattr(obj, "__dlpack__")) return import_dlpack(obj, name, std::strncmp(arg, "grad", 4) != 0);
+    throw TypeError(name + " must be a NumPy array or a DLPack tensor (an object with __dlpack__), got " +
+                    type_name(obj));
   }
   auto arr = py::reinterpret_borrow<py::array>(obj);
   ArrayRef ref;
@@ -75,6 +79,15 @@ ArrayRef to_array_ref(py::handle obj, const char* op, const char* arg, std::int6
   ref.view.device = Device{DeviceType::kCPU, 0};
   ref.owner = py::reinterpret_borrow<py::object>(obj);
   return ref;
+}
+
+void StreamPicker::add(const ArrayRef& r) {
+  if (!r.stream) return;
+  if (stream_ && stream_->handle != r.stream->handle)
+    throw ValueError(std::string(op_) +
+                     ": CUDA arguments come from producers with different current streams; make "
+                     "them current on one stream (fusedopt launches on the producers' stream)");
+  stream_ = r.stream;
 }
 
 }  // namespace fusedopt::python

@@ -8,7 +8,9 @@
 * Fixtures: ``rng`` (seeded per test; ``FUSEDOPT_TEST_SEED`` changes the base seed), the dtype
   fixtures ``dtype_name`` / ``dtype`` (all four), ``float_dtype`` (float32, float64),
   ``low_dtype`` (float16, bfloat16), ``tolerances`` (the table in helpers.TOLERANCES — kept
-  there because conftest is not importable), ``fusedopt`` (the module, or skip), ``device``.
+  there because conftest is not importable), ``fusedopt`` (the module, or skip), ``device``,
+  ``cpu_capability`` (forces each supported CPU kernel variant in turn; use it in tests whose
+  sizes reach the SIMD body and tail).
 
 Nothing here imports fusedopt at collection time except ``available_devices()`` (guarded), so
 ``test_reference_goldens.py`` runs without the package.
@@ -42,7 +44,8 @@ def _have(module: str) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     for marker, module in _OPTIONAL.items():
-        config.addinivalue_line("markers", f"{marker}: skip unless the optional '{module}' package is importable")
+        config.addinivalue_line(
+            "markers", f"{marker}: skip unless the optional '{module}' package is importable")
     config.addinivalue_line("markers", "needs_cuda: skip unless fusedopt reports a CUDA device")
     config.addinivalue_line("markers", "slow: long-running test (large sizes)")
 
@@ -105,8 +108,26 @@ def tolerances() -> dict:
 
 @pytest.fixture(scope="session")
 def fusedopt():
-    """The installed fusedopt module (skips when it is not installed, see helpers.import_fusedopt)."""
+    """The installed fusedopt module (skips when not installed; see helpers.import_fusedopt)."""
     return helpers.import_fusedopt()
+
+
+@pytest.fixture(params=helpers.cpu_capabilities())
+def cpu_capability(request: pytest.FixtureRequest):
+    """Force each CPU kernel variant this machine supports (baseline, avx2, avx512) in turn and
+    restore the previous one afterwards; "default" (no forcing) without fusedopt."""
+    cap = request.param
+    if cap == "default":
+        yield cap
+        return
+    fo = helpers.import_fusedopt()
+    previous = fo.cpu_capability()
+    fo.set_cpu_capability(cap)
+    try:
+        assert fo.cpu_capability() == cap
+        yield cap
+    finally:
+        fo.set_cpu_capability(previous)
 
 
 @pytest.fixture(params=helpers.available_devices())

@@ -13,7 +13,7 @@ Contents
   and out-of-bounds-write checks, ``Snapshot`` for "nothing was written" checks.
 * ids: ``options_product(**lists)``, ``options_id(dict)``, ``shape_id(shape)``.
 * ``import_fusedopt()`` (skip when not installed unless ``FUSEDOPT_TEST_REQUIRE=1``),
-  ``available_devices()``.
+  ``available_devices()``, ``cpu_capabilities()``.
 """
 from __future__ import annotations
 
@@ -61,6 +61,17 @@ def available_devices() -> list[str]:
     except Exception:  # noqa: BLE001 - not installed / no CUDA: CPU only
         pass
     return devices
+
+
+def cpu_capabilities() -> list[str]:
+    """CPU kernel variants to force in turn (``fusedopt.supported_cpu_capabilities()``, README);
+    ``["default"]`` when fusedopt is not importable or has no such API (then nothing is forced)."""
+    try:
+        import fusedopt  # noqa: PLC0415
+
+        return list(fusedopt.supported_cpu_capabilities()) or ["default"]
+    except Exception:  # noqa: BLE001
+        return ["default"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,7 +131,8 @@ TOLERANCES: dict[tuple[str, str], tuple[float, float]] = {
 ROLES = ("weight", "state", "master")
 
 
-def tolerance(dtype: Any, *, role: str = "weight", multi_precision: bool = False) -> tuple[float, float]:
+def tolerance(dtype: Any, *, role: str = "weight",
+              multi_precision: bool = False) -> tuple[float, float]:
     """``(rtol, atol)`` for comparing an array of an update of a ``dtype`` weight.
 
     ``role``: ``"weight"`` (the weight itself), ``"state"`` (momentum / prev), ``"master"``

@@ -328,7 +328,8 @@ def multi_sgd_update(weights: Sequence[Any], grads: Sequence[Any], moms: Sequenc
     Returns a list of ``(w, m or None)`` float64 pairs. ``moms=None`` means no momentum.
     """
     n = len(weights)
-    if not (len(grads) == n and len(lrs) == n and len(wds) == n and (moms is None or len(moms) == n)):
+    lengths = [len(grads), len(lrs), len(wds)] + ([] if moms is None else [len(moms)])
+    if any(k != n for k in lengths):
         raise ValueError("reference: lengths of weights/grads/moms/lrs/wds differ")
     out = []
     for k in range(n):

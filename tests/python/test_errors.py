@@ -9,6 +9,7 @@ bitwise with copies taken before the call (validation completes before the first
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -99,7 +100,8 @@ def _sgd(w, g, **kw):
 
 
 def _mom(w, g, m, **kw):
-    return Built(lambda: fo.sgd_mom_update(w, g, m, **({"lr": 0.1, "momentum": 0.9} | kw)), (w, g, m))
+    return Built(lambda: fo.sgd_mom_update(w, g, m, **({"lr": 0.1, "momentum": 0.9} | kw)),
+                 (w, g, m))
 
 
 def _dca(w, g, m, p, **kw):
@@ -254,8 +256,8 @@ def _():
 @case("mp-mom-clip=0", ValueError, CLIP)
 def _():
     w, g, m, w32 = W(dt=np.float16), G(dt=np.float16), M(), W()
-    return Built(lambda: fo.mp_sgd_mom_update(w, g, m, w32, lr=0.1, momentum=0.9, clip_gradient=0.0),
-                 (w, g, m, w32))
+    return Built(lambda: fo.mp_sgd_mom_update(w, g, m, w32, lr=0.1, momentum=0.9,
+                                              clip_gradient=0.0), (w, g, m, w32))
 
 
 # --- optimizer constructors (nothing to write; ValueError / TypeError) ---
@@ -270,7 +272,8 @@ for _cls in ("SGD", "DCASGD"):
     for _v in (-0.1, math.nan):
         case(f"{_cls}(learning_rate={_v})", ValueError, LR)(
             lambda c=_cls, v=_v: _ctor(c, learning_rate=v))
-        case(f"{_cls}(momentum={_v})", ValueError, MOMENTUM)(lambda c=_cls, v=_v: _ctor(c, momentum=v))
+        case(f"{_cls}(momentum={_v})", ValueError, MOMENTUM)(
+            lambda c=_cls, v=_v: _ctor(c, momentum=v))
         case(f"{_cls}(wd={_v})", ValueError, WD)(lambda c=_cls, v=_v: _ctor(c, wd=v))
     for _v in (math.inf, -math.inf, math.nan):
         case(f"{_cls}(rescale_grad={_v})", ValueError, RG)(
@@ -364,7 +367,8 @@ for _lazy in (True, False):
         lambda lz=_lazy: _rsp([1, 1], lz))
     case(f"row-sparse-index-out-of-range-lazy={_lazy}", ValueError, r"indic|index|range|bound")(
         lambda lz=_lazy: _rsp([0, 4], lz))
-    case(f"row-sparse-negative-index-lazy={_lazy}", ValueError, r"indic|index|range|bound|negative")(
+    case(f"row-sparse-negative-index-lazy={_lazy}", ValueError,
+         r"indic|index|range|bound|negative")(
         lambda lz=_lazy: _rsp([-1, 2], lz))
 
 
@@ -457,3 +461,30 @@ def test_edge_hyper_parameters_accepted(clip_gradient):
     np.testing.assert_array_equal(m, np.zeros(5))
     for cls in (fo.SGD, fo.DCASGD):
         cls(learning_rate=0.0, momentum=0.0, wd=0.0, clip_gradient=clip_gradient)
+
+
+# ------------------------------------------------------------------------------ strided gradient
+@pytest.mark.parametrize("kind", ["every-second", "reversed", "fortran"])
+def test_non_contiguous_grad_is_refused_or_correct(kind):
+    """SPEC 10 requires C-contiguous weights and states but says nothing about a strided
+    gradient (PITFALLS (d) 9: a strided kernel or a clear error). Either outcome is accepted;
+    a silently wrong result (e.g. reading the buffer as if contiguous) is not."""
+    if kind == "fortran":
+        w0 = np.arange(1.0, 13.0).reshape(3, 4).astype(F32)
+        g = np.asfortranarray(np.linspace(-1, 1, 12).reshape(3, 4).astype(F32))
+    elif kind == "reversed":
+        w0 = W(8)
+        g = np.linspace(-1, 1, 8).astype(F32)[::-1]
+    else:
+        w0 = W(8)
+        g = np.linspace(-1, 1, 16).astype(F32)[::2]
+    assert not g.flags.c_contiguous
+    w = w0.copy()
+    snap = Snapshot(w, g)
+    try:
+        fo.sgd_update(w, g, lr=0.1, wd=0.01)
+    except ValueError as e:
+        assert re.search(GRAD, str(e)), f"error does not name the gradient: {e}"
+        snap.assert_unchanged("by a call that raised")
+        return
+    assert_close(w, ref.run_sgd(w0, [np.ascontiguousarray(g)], lr=0.1, wd=0.01).weight, F32)

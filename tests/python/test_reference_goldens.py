@@ -17,9 +17,11 @@ from helpers import np_dtype
 def test_reference_sgd_momentum_worked_example():
     # w=1, g=1, lr=0.1, mu=0.9, wd=0: step 1 m=-0.1, w=0.9; step 2 m=-0.19, w=0.71
     w, m = ref.sgd_mom_update(1.0, 1.0, 0.0, lr=0.1, momentum=0.9)
-    assert math.isclose(float(m), -0.1, abs_tol=1e-15) and math.isclose(float(w), 0.9, abs_tol=1e-15)
+    assert math.isclose(float(m), -0.1, abs_tol=1e-15)
+    assert math.isclose(float(w), 0.9, abs_tol=1e-15)
     w, m = ref.sgd_mom_update(w, 1.0, m, lr=0.1, momentum=0.9)
-    assert math.isclose(float(m), -0.19, abs_tol=1e-15) and math.isclose(float(w), 0.71, abs_tol=1e-15)
+    assert math.isclose(float(m), -0.19, abs_tol=1e-15)
+    assert math.isclose(float(w), 0.71, abs_tol=1e-15)
 
 
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
