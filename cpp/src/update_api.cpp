@@ -15,7 +15,10 @@ void checked_update(const char* op, RuleKind rule, bool master, const OperandSet
   const bool dca = rule == RuleKind::kDcasgd;
   auto label = [&](const char* name, std::int64_t k) { return Label{name, o.indexed ? k : -1}; };
 
-  OverlapChecker overlap;
+  // Per-thread scratch reused across calls: no allocation (and no page faults) on the hot path.
+  thread_local OverlapChecker overlap;
+  thread_local std::vector<Segment> segs;
+  overlap.clear();
   overlap.reserve(static_cast<std::size_t>(o.n) * 5);
   const Device device = o.n > 0 ? o.weights[0].device : Device{};
   const Label first_weight = label(o.weight_name, 0);
@@ -49,13 +52,12 @@ void checked_update(const char* op, RuleKind rule, bool master, const OperandSet
   if (o.n == 0 || dry_run) return;
 
   // Group by weight dtype, keeping the caller's order inside a group; one launch per group.
-  std::vector<Segment> segs;
   segs.reserve(static_cast<std::size_t>(o.n));
   for (DType dt : {DType::kFloat16, DType::kBFloat16, DType::kFloat32, DType::kFloat64}) {
     segs.clear();
     for (std::int64_t k = 0; k < o.n; ++k) {
-      if (o.weights[k].dtype != dt) continue;
-      Segment s;
+      if (o.weights[k].dtype != dt || o.weights[k].numel() == 0) continue;
+      Segment& s = segs.emplace_back();  // filled in place (see OverlapChecker::add)
       s.w = o.weights[k].data;
       s.g = o.grads[k].data;
       s.m = mom ? o.moms[k].data : nullptr;
@@ -64,7 +66,6 @@ void checked_update(const char* op, RuleKind rule, bool master, const OperandSet
       s.n = o.weights[k].numel();
       s.lr = o.lrs[k];
       s.wd = o.wds[k];
-      if (s.n > 0) segs.push_back(s);
     }
     if (segs.empty()) continue;
     UpdateKind kind{dt, rule, mom, master};

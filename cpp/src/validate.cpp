@@ -125,15 +125,15 @@ void check_tensor(const char* op, const Label& label, const TensorView& t,
                    " is read-only but is updated in place");
 }
 
-void OverlapChecker::add(const TensorView& t, const Label& label, Access access) {
-  std::int64_t n = t.numel();
-  if (n == 0) return;
-  auto b = reinterpret_cast<std::uintptr_t>(t.data);
-  ranges_.push_back(Range{b, b + static_cast<std::uintptr_t>(n) * dtype_size(t.dtype), label,
-                          access == Access::kWrite});
-}
-
 void OverlapChecker::check(const char* op) {
+  auto same = [](const Range& a, const Range& b) {
+    return a.begin == b.begin && a.end == b.end && a.output == b.output;
+  };
+  if (ranges_.size() == last_ok_.size() &&
+      std::equal(ranges_.begin(), ranges_.end(), last_ok_.begin(), same))
+    return;
+  last_ok_.clear();
+  const std::vector<Range> in_order = ranges_;
   std::sort(ranges_.begin(), ranges_.end(),
             [](const Range& a, const Range& b) { return a.begin < b.begin; });
   // Sorted by start, any earlier range that overlaps r ends after r.begin. Track the furthest end of
@@ -145,12 +145,14 @@ void OverlapChecker::check(const char* op) {
     if (far_out != nullptr && r.begin < far_out->end) hit = far_out;
     else if (r.output && far_all != nullptr && r.begin < far_all->end) hit = far_all;
     if (hit != nullptr)
-      throw_error<ValueError>(op, ": ", to_string(r.label), " overlaps ", to_string(hit->label),
+      throw_error<ValueError>(op, ": ", to_string(labels_[r.label]), " overlaps ",
+                              to_string(labels_[hit->label]),
                               " in memory; an array that is updated in place must not share "
                               "memory with any other argument");
     if (far_all == nullptr || r.end > far_all->end) far_all = &r;
     if (r.output && (far_out == nullptr || r.end > far_out->end)) far_out = &r;
   }
+  last_ok_ = in_order;
 }
 
 void launch(const UpdateKind& kind, const Segment* segs, std::int64_t nseg, const SharedScalars& s,

@@ -40,17 +40,40 @@ void check_tensor(const char* op, const Label& label, const TensorView& t,
 /// twice, a grad aliasing its weight, a state aliasing another). O(n log n) in the number of arrays.
 class OverlapChecker {
  public:
-  void reserve(std::size_t n) { ranges_.reserve(n); }
-  void add(const TensorView& t, const Label& label, Access access);
+  void reserve(std::size_t n) {
+    ranges_.reserve(n);
+    labels_.reserve(n);
+  }
+  void add(const TensorView& t, const Label& label, Access access) {
+    const std::int64_t n = t.numel();
+    if (n == 0) return;
+    const auto b = reinterpret_cast<std::uintptr_t>(t.data);
+    // Filled in place: building the struct on the stack and copying it stalls store forwarding.
+    Range& r = ranges_.emplace_back();
+    r.begin = b;
+    r.end = b + static_cast<std::uintptr_t>(n) * dtype_size(t.dtype);
+    r.label = static_cast<std::uint32_t>(labels_.size());
+    r.output = access == Access::kWrite;
+    labels_.push_back(label);
+  }
   void check(const char* op);
+  void clear() {
+    ranges_.clear();
+    labels_.clear();
+  }
 
  private:
+  // 24 bytes per array: the sort moves these; labels are only looked up to report an overlap.
   struct Range {
     std::uintptr_t begin, end;
-    Label label;
+    std::uint32_t label;
     bool output;
   };
   std::vector<Range> ranges_;
+  std::vector<Label> labels_;
+  // The ranges (in call order) of the last call that passed: a training loop passes the same arrays
+  // every step, and identical ranges cannot overlap now if they did not then. Compared exactly.
+  std::vector<Range> last_ok_;
 };
 
 /// Runs validated segments on the weight's device.

@@ -10,6 +10,7 @@ from . import _arrays
 from . import functional as F
 from ._validate import check_nonnegative
 from .optimizer import DEFAULT_LEARNING_RATE, Optimizer, _as_list, register, resolve_default_lr
+from .prepared import PreparedStep
 from .sgd import _acc_dtype, _master_state, _preprocess
 
 __all__ = ["DCASGD"]
@@ -107,6 +108,39 @@ class DCASGD(Optimizer):
                     step = d * -acc(lr)
                 prev[...] = weight
                 weight[...] = (w + step).reshape(weight.shape)
+
+    def prepare(self, indices: Any, weights: Any, grads: Any, states: Any) -> PreparedStep:
+        """A :class:`~fusedopt.prepared.PreparedStep` whose ``step()`` equals
+        ``fused_step(indices, weights, grads, states)``, with the arrays converted and validated once."""
+        indices, weights = _as_list(indices), _as_list(weights)
+        grads, states = _as_list(grads), _as_list(states)
+        if not len(indices) == len(weights) == len(grads) == len(states):
+            raise ValueError("prepare: indices, weights, grads and states must have the same length")
+        lr_mult = self._mults(indices, "lr_mult", self.lr_mult)
+        wd_mult = self._mults(indices, "wd_mult", self.wd_mult)
+        groups: dict[tuple[bool, bool], list[int]] = {}
+        split = []
+        for k, (weight, state) in enumerate(zip(weights, states)):
+            master = self._use_master(weight)
+            if master:
+                w32, inner = _master_state(state)
+                mom, prev = _dcasgd_state(inner)
+            else:
+                w32, (mom, prev) = None, _dcasgd_state(state)
+            if mom is None and self.momentum != 0.0:
+                raise ValueError(f"prepare: momentum is {self.momentum} but the state of index "
+                                 f"{indices[k]!r} has no momentum buffer")
+            split.append((w32, mom, prev))
+            groups.setdefault((master, mom is not None), []).append(k)
+        cores = []
+        for (master, has_mom), part in groups.items():
+            cores.append(F.prepare_update(
+                "dcasgd", [weights[k] for k in part], [grads[k] for k in part],
+                [split[k][1] for k in part] if has_mom else None, [split[k][2] for k in part],
+                [split[k][0] for k in part] if master else None,
+                [lr_mult[k] for k in part], [wd_mult[k] for k in part],
+            ))
+        return PreparedStep(self, indices, cores)
 
     def fused_step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
         """One fused DCASGD kernel per tensor (counts every index first; with several tensors every

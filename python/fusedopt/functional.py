@@ -12,6 +12,9 @@ from . import _core
 from .sparse import RowSparseArray
 
 __all__ = [
+    "prepare_update",
+    "set_counts",
+    "bump_counts",
     "check_dcasgd_args",
     "check_sgd_args",
     "dcasgd_update",
@@ -286,3 +289,30 @@ def check_dcasgd_args(
         weight, grad, mom, prev, weight32, lr=lr, momentum=momentum, lamda=lamda, wd=wd,
         rescale_grad=rescale_grad, clip_gradient=clip_gradient,
     )
+
+
+def prepare_update(
+    rule: str,
+    weights: Sequence[Any],
+    grads: Sequence[Any],
+    moms: Sequence[Any] | None,
+    prevs: Sequence[Any] | None,
+    weights32: Sequence[Any] | None,
+    lr_mult: Sequence[float],
+    wd_mult: Sequence[float],
+) -> Any:
+    """A native prepared update (``rule`` 'sgd' or 'dcasgd') over fixed arrays, validated once; its
+    ``step(lr, wd, momentum, rescale_grad, clip_gradient, lamda)`` updates tensor k with
+    ``lr * lr_mult[k]`` and ``wd * wd_mult[k]``. Used by :class:`fusedopt.prepared.PreparedStep`."""
+    return _core.PreparedUpdate(rule, weights, grads, moms, prevs, weights32, list(lr_mult), list(wd_mult))
+
+
+def set_counts(counts: dict[Any, int], keys: list[Any], value: int) -> None:
+    """``counts[k] = value`` for every k in ``keys`` (one native loop; used by PreparedStep)."""
+    _core._set_counts(counts, keys, value)
+
+
+def bump_counts(counts: dict[Any, int], keys: list[Any], begin: int) -> tuple[int, list[Any]]:
+    """``counts[k] = counts.get(k, begin) + 1`` for each key in order; returns the highest new count
+    and the previous values (None for new keys). One native loop (Optimizer._update_count)."""
+    return _core._bump_counts(counts, keys, begin)

@@ -204,65 +204,76 @@ class Optimizer:
             self._all_index_update_counts[device_id] = {}
         self._index_update_count = self._all_index_update_counts[device_id]
 
-    def _update_count(self, index: Any) -> tuple[int, dict[Any, int], list[tuple[Any, int | None]]]:
+    def _update_count(self, index: Any) -> tuple[int, dict[Any, int], list[Any], list[Any]]:
         """Counts one update of each index (first seen: starts at begin_num_update). Returns a token
         for :meth:`_undo_count`, so a call rejected by validation leaves the counts as they were."""
-        counts = self._index_update_count
-        token = (self.num_update, counts, [])
-        for idx in _as_list(index):
-            old = counts.get(idx)
-            token[2].append((idx, old))
-            counts[idx] = (self.begin_num_update if old is None else old) + 1
-            self.num_update = max(counts[idx], self.num_update)
-        return token
+        from . import functional as F
 
-    def _undo_count(self, token: tuple[int, dict[Any, int], list[tuple[Any, int | None]]]) -> None:
-        num_update, counts, changes = token
-        for idx, old in reversed(changes):
-            if old is None:
+        keys = index if type(index) is list else _as_list(index)
+        counts = self._index_update_count
+        num_update = self.num_update
+        highest, old = F.bump_counts(counts, keys, self.begin_num_update)
+        if keys and highest > num_update:
+            self.num_update = highest
+        return (num_update, counts, keys, old)
+
+    def _undo_count(self, token: tuple[int, dict[Any, int], list[Any], list[Any]]) -> None:
+        num_update, counts, keys, old = token
+        for idx, prev in reversed(list(zip(keys, old))):
+            if prev is None:
                 counts.pop(idx, None)
             else:
-                counts[idx] = old
+                counts[idx] = prev
         self.num_update = num_update
+
+    def _mults(self, indices: Sequence[Any], attr: str, table: dict[Any, float]) -> list[float]:
+        """Per-index multipliers: param_dict[index].<attr>, else table[index], else
+        table[idx2name[index]], else 1 (first match wins)."""
+        out = [1.0] * len(indices)
+        if not (self.param_dict or table or self.idx2name):
+            return out
+        for i, index in enumerate(indices):
+            if index in self.param_dict:
+                out[i] = getattr(self.param_dict[index], attr)
+            elif index in table:
+                out[i] = table[index]
+            elif index in self.idx2name:
+                out[i] = table.get(self.idx2name[index], 1.0)
+        return out
 
     def _get_lrs(self, indices: Sequence[Any]) -> list[float]:
         lr = self.learning_rate
-        lrs = [lr] * len(indices)
-        for i, index in enumerate(indices):
-            if index in self.param_dict:
-                lrs[i] *= self.param_dict[index].lr_mult
-            elif index in self.lr_mult:
-                lrs[i] *= self.lr_mult[index]
-            elif index in self.idx2name:
-                lrs[i] *= self.lr_mult.get(self.idx2name[index], 1.0)
-        return lrs
+        if not (self.param_dict or self.lr_mult or self.idx2name):
+            return [lr] * len(indices)
+        return [lr * m for m in self._mults(indices, "lr_mult", self.lr_mult)]
+
+    def _get_wds(self, indices: Sequence[Any]) -> list[float]:
+        wd = self.wd
+        if not (self.param_dict or self.wd_mult or self.idx2name):
+            return [wd] * len(indices)
+        return [wd * m for m in self._mults(indices, "wd_mult", self.wd_mult)]
+
+    def _get_wd(self, index: Any) -> float:
+        return self._get_wds([index])[0]
 
     def _checked_rates(self, indices: Sequence[Any]) -> tuple[list[float], list[float]]:
         """lrs and wds of the indices, each checked to be finite and >= 0 (a scheduler or multiplier
         can produce anything)."""
+        if not (self.param_dict or self.lr_mult or self.wd_mult or self.idx2name):
+            # No multipliers: every index has the same rates; check them once.
+            lr, wd = check_nonnegative("lr", self.learning_rate), check_nonnegative("wd", self.wd)
+            return [lr] * len(indices), [wd] * len(indices)
         lrs, wds = self._get_lrs(indices), self._get_wds(indices)
-        for lr in lrs:
-            check_nonnegative("lr", lr)
-        for wd in wds:
-            check_nonnegative("wd", wd)
+        if not (all(map(math.isfinite, lrs)) and all(map(math.isfinite, wds))
+                and min(lrs, default=0.0) >= 0 and min(wds, default=0.0) >= 0):
+            for lr in lrs:
+                check_nonnegative("lr", lr)
+            for wd in wds:
+                check_nonnegative("wd", wd)
         return lrs, wds
 
     def _get_lr(self, index: Any) -> float:
         return self._get_lrs([index])[0]
-
-    def _get_wds(self, indices: Sequence[Any]) -> list[float]:
-        wds = [self.wd] * len(indices)
-        for i, index in enumerate(indices):
-            if index in self.param_dict:
-                wds[i] *= self.param_dict[index].wd_mult
-            elif index in self.wd_mult:
-                wds[i] *= self.wd_mult[index]
-            elif index in self.idx2name:
-                wds[i] *= self.wd_mult.get(self.idx2name[index], 1.0)
-        return wds
-
-    def _get_wd(self, index: Any) -> float:
-        return self._get_wds([index])[0]
 
     # -------------------------------------------------------------------------------------- states
     def create_state(self, index: Any, weight: Any) -> Any:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
+import operator
 from typing import Any
 
 import numpy as np
@@ -11,9 +14,14 @@ from . import _arrays
 from . import functional as F
 from ._validate import check_nonnegative
 from .optimizer import DEFAULT_LEARNING_RATE, Optimizer, _as_list, register, resolve_default_lr
+from .prepared import PreparedStep
 from .sparse import RowSparseArray
 
 __all__ = ["SGD"]
+
+
+_IS_NONE = functools.partial(operator.is_, None)
+_DTYPE_OF = operator.attrgetter("dtype")
 
 
 def _acc_dtype(weight: Any) -> Any:
@@ -147,13 +155,17 @@ class SGD(Optimizer):
         """Fused kernels: counts every index first, then one kernel per tensor, or aggregated calls of
         up to ``aggregate_num`` tensors grouped by dtype and precision mode. A call that needs more
         than one kernel launch validates every tensor first, so a rejected call writes nothing."""
+        if not isinstance(indices, (list, tuple)):
+            return self._fused_one(indices, weights, grads, states)
+        if len(indices) == 1:
+            return self._fused_one(indices[0], weights[0], grads[0], states[0])
         indices, weights = _as_list(indices), _as_list(weights)
         grads, states = _as_list(grads), _as_list(states)
         token = self._update_count(indices)
         try:
             lrs, wds = self._checked_rates(indices)
             common = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient}
-            sparse = any(isinstance(g, RowSparseArray) for g in grads)
+            sparse = RowSparseArray in map(type, grads)
             if self.aggregate_num > 1 and not sparse and len(weights) > 1:
                 calls = self._aggregated_calls(weights, grads, states, lrs, wds, common)
             else:
@@ -174,6 +186,71 @@ class SGD(Optimizer):
         for fn, args, kw in calls:
             fn(*args, **kw)
 
+    def _fused_one(self, index: Any, weight: Any, grad: Any, state: Any) -> None:
+        """fused_step of one dense index: the same bookkeeping as the general path, written out so a
+        tiny update costs little more than the kernel call (the kernel validates lr / wd / arrays and
+        the count is rolled back if it refuses)."""
+        counts = self._index_update_count
+        old = counts.get(index)
+        new = (self.begin_num_update if old is None else old) + 1
+        counts[index] = new
+        num_update = self.num_update
+        if new > num_update:
+            self.num_update = new
+        try:
+            lr = self.lr if self.lr_scheduler is None else self.lr_scheduler(self.num_update)
+            wd = self.wd
+            if self.param_dict or self.lr_mult or self.wd_mult or self.idx2name:
+                lr *= self._mults([index], "lr_mult", self.lr_mult)[0]
+                wd *= self._mults([index], "wd_mult", self.wd_mult)[0]
+            if self.multi_precision or type(grad) is RowSparseArray:
+                fn, args, kw = self._single_call(
+                    weight, grad, state, lr, wd,
+                    {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient})
+                fn(*args, **kw)
+            elif state is None:
+                F.sgd_update(weight, grad, lr=lr, wd=wd, rescale_grad=self._rescale_grad,
+                             clip_gradient=self._clip_gradient, lazy_update=self.lazy_update)
+            else:
+                F.sgd_mom_update(weight, grad, state, lr=lr, momentum=self._momentum, wd=wd,
+                                 rescale_grad=self._rescale_grad,
+                                 clip_gradient=self._clip_gradient, lazy_update=self.lazy_update)
+        except BaseException:
+            if old is None:
+                del counts[index]
+            else:
+                counts[index] = old
+            self.num_update = num_update
+            raise
+
+    def prepare(self, indices: Any, weights: Any, grads: Any, states: Any) -> PreparedStep:
+        """A :class:`~fusedopt.prepared.PreparedStep` whose ``step()`` equals
+        ``fused_step(indices, weights, grads, states)``, with the arrays converted and validated once
+        (dense gradients only)."""
+        indices, weights = _as_list(indices), _as_list(weights)
+        grads, states = _as_list(grads), _as_list(states)
+        if not len(indices) == len(weights) == len(grads) == len(states):
+            raise ValueError("prepare: indices, weights, grads and states must have the same length")
+        if any(isinstance(g, RowSparseArray) for g in grads):
+            raise TypeError("prepare: row-sparse gradients are not supported; use update()")
+        lr_mult = self._mults(indices, "lr_mult", self.lr_mult)
+        wd_mult = self._mults(indices, "wd_mult", self.wd_mult)
+        groups: dict[tuple[bool, bool], list[int]] = {}
+        for k, (weight, state) in enumerate(zip(weights, states)):
+            master = self._use_master(weight)
+            has_mom = (_master_state(state)[1] if master else state) is not None
+            groups.setdefault((master, has_mom), []).append(k)
+        cores = []
+        for (master, has_mom), part in groups.items():
+            inner = [_master_state(states[k]) if master else (None, states[k]) for k in part]
+            cores.append(F.prepare_update(
+                "sgd", [weights[k] for k in part], [grads[k] for k in part],
+                [st[1] for st in inner] if has_mom else None, None,
+                [st[0] for st in inner] if master else None,
+                [lr_mult[k] for k in part], [wd_mult[k] for k in part],
+            ))
+        return PreparedStep(self, indices, cores)
+
     def _single_call(self, weight: Any, grad: Any, state: Any, lr: float, wd: float,
                      common: dict[str, Any]) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
         if self._use_master(weight):
@@ -191,12 +268,28 @@ class SGD(Optimizer):
                           lrs: list[float], wds: list[float],
                           common: dict[str, Any]) -> list[tuple[Any, tuple[Any, ...], dict[str, Any]]]:
         calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
+        chunk = len(weights) if math.isinf(self.aggregate_num) else int(self.aggregate_num)
+        # Fast path (the usual case): one dtype, momentum buffers for all or none, no masters; the
+        # flat argument list is built by C-level iteration.
+        if not self.multi_precision and len(set(map(_DTYPE_OF, weights))) == 1:
+            n_none = sum(map(_IS_NONE, states))  # not list.count: that compares arrays with ==
+            if n_none in (0, len(states)):
+                has_mom = n_none == 0
+                op = F.multi_sgd_mom_update if has_mom else F.multi_sgd_update
+                cols = (weights, grads, states) if has_mom else (weights, grads)
+                for start in range(0, len(weights), chunk):
+                    end = start + chunk
+                    arrays = list(itertools.chain.from_iterable(zip(*(c[start:end] for c in cols))))
+                    kw = dict(common, lrs=lrs[start:end], wds=wds[start:end])
+                    if has_mom:
+                        kw["momentum"] = self.momentum
+                    calls.append((op, (arrays,), kw))
+                return calls
         groups: dict[tuple[str, bool, bool], list[int]] = {}
         for k, (weight, state) in enumerate(zip(weights, states)):
             master = self._use_master(weight)
             has_mom = (_master_state(state)[1] if master else state) is not None
             groups.setdefault((_arrays.dtype_name(weight), master, has_mom), []).append(k)
-        chunk = len(weights) if math.isinf(self.aggregate_num) else int(self.aggregate_num)
         for (_, master, has_mom), members in groups.items():
             for start in range(0, len(members), chunk):
                 part = members[start:start + chunk]

@@ -33,18 +33,45 @@ MultiSgdParams multi_params(std::vector<double> lrs, std::vector<double> wds, do
 }
 
 /// Splits a flat [w, g, ...]*n list after checking its length is a multiple of `per`.
-std::vector<py::handle> flat_list(const py::sequence& arrays, std::size_t per, const char* op,
-                                  const char* layout) {
-  const std::size_t n = py::len(arrays);
+/// The items of a flat [w, g, ...]*n sequence (borrowed from `fast`, which the caller keeps), after
+/// checking the length is a multiple of `per`.
+py::object fast_sequence(py::handle arrays, std::size_t per, const char* op, const char* layout) {
+  PyObject* fast = PySequence_Fast(arrays.ptr(), "arrays must be a list or tuple of arrays");
+  if (fast == nullptr) throw py::error_already_set();
+  auto seq = py::reinterpret_steal<py::object>(fast);
+  const auto n = static_cast<std::size_t>(PySequence_Fast_GET_SIZE(fast));
   if (n % per != 0)
     throw ValueError(std::string(op) + ": arrays must be a flat list " + layout +
                      " (a multiple of " + std::to_string(per) + " arrays), got " +
                      std::to_string(n) + " arrays");
-  std::vector<py::handle> items;
-  items.reserve(n);
-  for (std::size_t i = 0; i < n; ++i) items.push_back(arrays[i].ptr());
-  return items;
+  return seq;
 }
+
+/// Fills `out` with views of operand `offset` of every tensor in a flat list.
+void list_views(py::handle seq, std::size_t per, std::size_t offset, const char* op,
+                const char* name, ViewList& out) {
+  PyObject** items = PySequence_Fast_ITEMS(seq.ptr());
+  const auto n = static_cast<std::size_t>(PySequence_Fast_GET_SIZE(seq.ptr())) / per;
+  out.clear();
+  out.reserve(n);
+  for (std::size_t k = 0; k < n; ++k)
+    out.add(items[k * per + offset], op, name, static_cast<std::int64_t>(k));
+}
+
+/// Per-thread view lists reused by the multi_* bindings (no allocation per call once warm). Released
+/// (owners dropped) at the end of every call by ListScope.
+struct ListScratch {
+  ViewList w, g, m, w32;
+};
+struct ListScope {
+  ListScratch& s;
+  ~ListScope() {
+    s.w.clear();
+    s.g.clear();
+    s.m.clear();
+    s.w32.clear();
+  }
+};
 
 RowSparseView rsp_view(const ArrayRef& data, const py::array& indices, const std::vector<std::int64_t>& shape,
                        const char* op) {
@@ -216,24 +243,26 @@ void bind_sgd(py::module_& m) {
     const MultiSpec* sp = &spec;
     m.def(
         spec.name,
-        [sp](const py::sequence& arrays, std::vector<double> lrs, std::vector<double> wds,
+        [sp](py::handle arrays, std::vector<double> lrs, std::vector<double> wds,
              double momentum, double rescale_grad, std::optional<double> clip_gradient) {
           const char* op = sp->name;
-          auto items = flat_list(arrays, sp->per, op, sp->layout);
-          auto w = list_refs(items, sp->per, 0, op, "weights");
-          auto g = list_refs(items, sp->per, 1, op, "grads");
-          std::vector<ArrayRef> mm, w32;
-          if (sp->mom) mm = list_refs(items, sp->per, 2, op, "moms");
-          if (sp->master) w32 = list_refs(items, sp->per, sp->per - 1, op, "weights32");
+          py::object seq = fast_sequence(arrays, sp->per, op, sp->layout);
+          thread_local ListScratch scratch;
+          ListScope scope{scratch};
+          ViewList &w = scratch.w, &g = scratch.g, &mm = scratch.m, &w32 = scratch.w32;
+          list_views(seq, sp->per, 0, op, "weights", w);
+          list_views(seq, sp->per, 1, op, "grads", g);
+          if (sp->mom) list_views(seq, sp->per, 2, op, "moms", mm);
+          if (sp->master) list_views(seq, sp->per, sp->per - 1, op, "weights32", w32);
           MultiSgdParams p = multi_params(std::move(lrs), std::move(wds), momentum, rescale_grad,
                                           clip_gradient);
-          auto wv = views(w), gv = views(g), mv = views(mm), w32v = views(w32);
           const Stream stream = call_stream(op, w, g, mm, w32);
           py::gil_scoped_release release;
-          if (sp->mom && sp->master) fusedopt::multi_mp_sgd_mom_update(wv, gv, mv, w32v, p, stream);
-          else if (sp->mom) fusedopt::multi_sgd_mom_update(wv, gv, mv, p, stream);
-          else if (sp->master) fusedopt::multi_mp_sgd_update(wv, gv, w32v, p, stream);
-          else fusedopt::multi_sgd_update(wv, gv, p, stream);
+          if (sp->mom && sp->master)
+            fusedopt::multi_mp_sgd_mom_update(w.views, g.views, mm.views, w32.views, p, stream);
+          else if (sp->mom) fusedopt::multi_sgd_mom_update(w.views, g.views, mm.views, p, stream);
+          else if (sp->master) fusedopt::multi_mp_sgd_update(w.views, g.views, w32.views, p, stream);
+          else fusedopt::multi_sgd_update(w.views, g.views, p, stream);
         },
         "arrays"_a, py::kw_only(), "lrs"_a, "wds"_a, "momentum"_a = 0.0, "rescale_grad"_a = 1.0,
         "clip_gradient"_a = py::none(),

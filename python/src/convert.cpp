@@ -40,43 +40,57 @@ std::string type_name(py::handle obj) {
 
 }  // namespace
 
-ArrayRef to_array_ref(py::handle obj, const char* op, const char* arg, std::int64_t index) {
-  const std::string name = std::string(op) + ": " + arg +
-                           (index >= 0 ? "[" + std::to_string(index) + "]" : std::string());
-  if (!py::isinstance<py::array>(obj)) {
-    // Not NumPy: a DLPack producer (PyTorch, CuPy, ...). Gradients are the only inputs.
-    if (py::hasattr(obj, "__dlpack__")) return import_dlpack(obj, name, std::strncmp(arg, "grad", 4) != 0);
-    throw TypeError(name + " must be a NumPy array or a DLPack tensor (an object with __dlpack__), got " +
-                    type_name(obj));
-  }
+std::string arg_name(const char* op, const char* arg, std::int64_t index) {
+  return std::string(op) + ": " + arg +
+         (index >= 0 ? "[" + std::to_string(index) + "]" : std::string());
+}
+
+bool numpy_view(py::handle obj, const char* op, const char* arg, std::int64_t index,
+                TensorView* view) {
+  if (!py::isinstance<py::array>(obj)) return false;
   auto arr = py::reinterpret_borrow<py::array>(obj);
-  ArrayRef ref;
   py::dtype dt = arr.dtype();
-  if (!dtype_of(dt, &ref.view.dtype)) {
-    throw TypeError(name +
+  if (!dtype_of(dt, &view->dtype)) {
+    throw TypeError(arg_name(op, arg, index) +
                     " must have dtype float16, bfloat16, float32 or float64, got " +
                     py::str(dt).cast<std::string>());
   }
   const auto ndim = static_cast<std::int32_t>(arr.ndim());
   if (ndim > TensorView::kMaxDims) {
-    throw ValueError(name + " has " + std::to_string(ndim) +
+    throw ValueError(arg_name(op, arg, index) + " has " + std::to_string(ndim) +
                      " dimensions; fusedopt supports at most " +
                      std::to_string(TensorView::kMaxDims));
   }
-  ref.view.data = const_cast<void*>(arr.data());
-  ref.view.ndim = ndim;
-  const auto itemsize = static_cast<std::int64_t>(dt.itemsize());
-  bool contiguous = (arr.flags() & py::array::c_style) != 0;
-  for (std::int32_t i = 0; i < ndim; ++i) {
-    ref.view.shape[static_cast<std::size_t>(i)] = arr.shape(i);
-    const auto stride = static_cast<std::int64_t>(arr.strides(i));
-    // A byte stride that is not a whole number of elements cannot be described in elements; record a
-    // stride that fails the contiguity check (never a copy).
-    ref.view.strides[static_cast<std::size_t>(i)] = stride % itemsize == 0 ? stride / itemsize : 0;
+  view->data = const_cast<void*>(arr.data());
+  view->ndim = ndim;
+  const bool contiguous = (arr.flags() & py::array::c_style) != 0;
+  const py::ssize_t* shape = arr.shape();
+  for (std::int32_t i = 0; i < ndim; ++i) view->shape[static_cast<std::size_t>(i)] = shape[i];
+  if (!contiguous) {
+    const auto itemsize = static_cast<std::int64_t>(dt.itemsize());
+    const py::ssize_t* strides = arr.strides();
+    for (std::int32_t i = 0; i < ndim; ++i) {
+      const auto stride = static_cast<std::int64_t>(strides[i]);
+      // A byte stride that is not a whole number of elements cannot be described in elements; record
+      // a stride that fails the contiguity check (never a copy).
+      view->strides[static_cast<std::size_t>(i)] = stride % itemsize == 0 ? stride / itemsize : 0;
+    }
   }
-  ref.view.has_strides = !contiguous;
-  ref.view.read_only = !arr.writeable();
-  ref.view.device = Device{DeviceType::kCPU, 0};
+  view->has_strides = !contiguous;
+  view->read_only = !arr.writeable();
+  view->device = Device{DeviceType::kCPU, 0};
+  return true;
+}
+
+ArrayRef to_array_ref(py::handle obj, const char* op, const char* arg, std::int64_t index) {
+  ArrayRef ref;
+  if (!numpy_view(obj, op, arg, index, &ref.view)) {
+    // Not NumPy: a DLPack producer (PyTorch, CuPy, ...). Gradients are the only inputs.
+    const std::string name = arg_name(op, arg, index);
+    if (py::hasattr(obj, "__dlpack__")) return import_dlpack(obj, name, std::strncmp(arg, "grad", 4) != 0);
+    throw TypeError(name + " must be a NumPy array or a DLPack tensor (an object with __dlpack__), got " +
+                    type_name(obj));
+  }
   ref.owner = py::reinterpret_borrow<py::object>(obj);
   return ref;
 }

@@ -39,6 +39,37 @@ struct ArrayRef {
 /// name starts with "grad" are inputs; every other one is written by the operator.
 ArrayRef to_array_ref(py::handle obj, const char* op, const char* name, std::int64_t index = -1);
 
+/// The NumPy fast path of to_array_ref: fills `*view` and returns true for a NumPy array (raising the
+/// same errors), returns false for anything else. The caller keeps `obj` alive.
+bool numpy_view(py::handle obj, const char* op, const char* name, std::int64_t index,
+                TensorView* view);
+
+/// Views of list arguments (one operand of every tensor of an aggregated call), built in place: NumPy
+/// arrays take the fast path; other producers go through to_array_ref and are kept in `refs`. `owners`
+/// holds a reference to every object for the duration of the call.
+struct ViewList {
+  std::vector<TensorView> views;
+  std::vector<py::object> owners;
+  std::vector<ArrayRef> refs;
+  void reserve(std::size_t n) {
+    views.reserve(n);
+    owners.reserve(n);
+  }
+  void clear() {
+    views.clear();
+    owners.clear();
+    refs.clear();
+  }
+  void add(py::handle obj, const char* op, const char* name, std::int64_t index) {
+    views.emplace_back();
+    owners.push_back(py::reinterpret_borrow<py::object>(obj));
+    if (!numpy_view(obj, op, name, index, &views.back())) {
+      refs.push_back(to_array_ref(obj, op, name, index));
+      views.back() = refs.back().view;
+    }
+  }
+};
+
 /// Collects the streams recorded by to_array_ref for the arguments of one call; every CUDA argument
 /// must come with the same stream (else ValueError naming `op`).
 class StreamPicker {
@@ -51,6 +82,7 @@ class StreamPicker {
   void add(const std::vector<ArrayRef>& rs) {
     for (const auto& r : rs) add(r);
   }
+  void add(const ViewList& l) { add(l.refs); }
   /// The common stream, or the default (null = legacy default) stream when no argument recorded one.
   Stream stream() const { return stream_.value_or(Stream{}); }
 

@@ -39,5 +39,6 @@ PYBIND11_MODULE(_core, m) {
   fusedopt::python::bind_sgd(m);
   fusedopt::python::bind_dcasgd(m);
   fusedopt::python::bind_optimizer(m);
+  fusedopt::python::bind_prepared(m);
   fusedopt::python::bind_dlpack_testing(m);
 }

@@ -1,0 +1,118 @@
+// bind_prepared.cpp — fusedopt._core.PreparedUpdate: arrays converted and validated once; step() takes
+// positional scalars only (the per-step cost of the many-small-tensors case).
+#include <optional>
+
+#include "bind_common.h"
+#include "fusedopt/errors.h"
+#include "fusedopt/prepared.h"
+
+namespace fusedopt::python {
+namespace {
+
+/// Owns the converted arrays (and so the producers' memory) for the lifetime of the prepared update.
+struct Prepared {
+  ViewList w, g, m, prev, w32;
+  std::optional<PreparedUpdate> update;
+  Stream stream;
+};
+
+void convert(py::handle seq, const char* op, const char* name, ViewList& out) {
+  if (seq.is_none()) return;
+  PyObject* fast = PySequence_Fast(seq.ptr(), "expected a list or tuple of arrays");
+  if (fast == nullptr) throw py::error_already_set();
+  auto hold = py::reinterpret_steal<py::object>(fast);
+  const auto n = PySequence_Fast_GET_SIZE(fast);
+  PyObject** items = PySequence_Fast_ITEMS(fast);
+  out.reserve(static_cast<std::size_t>(n));
+  for (Py_ssize_t k = 0; k < n; ++k) out.add(items[k], op, name, k);
+}
+
+}  // namespace
+
+void bind_prepared(py::module_& m) {
+  py::class_<Prepared>(m, "PreparedUpdate",
+                       "Aggregated update over fixed arrays (see fusedopt/prepared.h).")
+      .def(py::init([](const std::string& rule, py::handle weights, py::handle grads,
+                       py::handle moms, py::handle prevs, py::handle weights32,
+                       std::vector<double> lr_mult, std::vector<double> wd_mult) {
+             auto p = std::make_unique<Prepared>();
+             const char* op = rule == "sgd" ? "prepare (sgd)" : "prepare (dcasgd)";
+             convert(weights, op, "weights", p->w);
+             convert(grads, op, "grads", p->g);
+             convert(moms, op, "moms", p->m);
+             convert(prevs, op, "prevs", p->prev);
+             convert(weights32, op, "weights32", p->w32);
+             p->stream = call_stream(op, p->w, p->g, p->m, p->prev, p->w32);
+             if (rule == "sgd")
+               p->update = PreparedUpdate::sgd(p->w.views, p->g.views, p->m.views, p->w32.views,
+                                               std::move(lr_mult), std::move(wd_mult));
+             else if (rule == "dcasgd")
+               p->update = PreparedUpdate::dcasgd(p->w.views, p->g.views, p->m.views,
+                                                  p->prev.views, p->w32.views, std::move(lr_mult),
+                                                  std::move(wd_mult));
+             else
+               throw ValueError("PreparedUpdate: rule must be 'sgd' or 'dcasgd'");
+             return p;
+           }),
+           "rule"_a, "weights"_a, "grads"_a, "moms"_a.none(true), "prevs"_a.none(true),
+           "weights32"_a.none(true), "lr_mult"_a, "wd_mult"_a)
+      .def(
+          "step",
+          [](Prepared& p, double lr, double wd, double momentum, double rescale_grad,
+             std::optional<double> clip_gradient, double lamda) {
+            py::gil_scoped_release release;
+            p.update->step(lr, wd, momentum, rescale_grad, clip_gradient, lamda, p.stream);
+          },
+          "lr"_a, "wd"_a, "momentum"_a, "rescale_grad"_a, "clip_gradient"_a.none(true),
+          "lamda"_a, "One step; positional scalars.")
+      .def("__len__", [](const Prepared& p) { return p.update->size(); });
+
+  // counts[k] = value for every k of `keys` (a list): the lock-step update-count bookkeeping of
+  // fusedopt.prepared.PreparedStep, one C loop instead of building a dict per step.
+  m.def(
+      "_set_counts",
+      [](py::dict counts, py::list keys, py::int_ value) {
+        const Py_ssize_t n = PyList_GET_SIZE(keys.ptr());
+        for (Py_ssize_t i = 0; i < n; ++i)
+          if (PyDict_SetItem(counts.ptr(), PyList_GET_ITEM(keys.ptr(), i), value.ptr()) != 0)
+            throw py::error_already_set();
+      },
+      "counts"_a, "keys"_a, "value"_a);
+
+  // Optimizer._update_count for a list of keys: counts[k] = counts.get(k, begin) + 1 for each k in
+  // order (a key listed twice counts twice); returns (highest new count, previous values with None
+  // for new keys) so a rejected call can restore them.
+  m.def(
+      "_bump_counts",
+      [](py::dict counts, py::list keys, py::int_ begin) {
+        const Py_ssize_t n = PyList_GET_SIZE(keys.ptr());
+        py::list old(n);
+        long long highest = 0;
+        PyObject* one = PyLong_FromLong(1);
+        if (one == nullptr) throw py::error_already_set();
+        auto one_ref = py::reinterpret_steal<py::object>(one);
+        for (Py_ssize_t i = 0; i < n; ++i) {
+          PyObject* key = PyList_GET_ITEM(keys.ptr(), i);
+          PyObject* cur = PyDict_GetItemWithError(counts.ptr(), key);  // borrowed
+          if (cur == nullptr && PyErr_Occurred()) throw py::error_already_set();
+          PyObject* base = cur != nullptr ? cur : begin.ptr();
+          PyList_SET_ITEM(old.ptr(), i, py::none().inc_ref().ptr());
+          if (cur != nullptr) {
+            Py_INCREF(cur);
+            PyObject* prev = PyList_GET_ITEM(old.ptr(), i);
+            PyList_SET_ITEM(old.ptr(), i, cur);
+            Py_DECREF(prev);
+          }
+          auto next = py::reinterpret_steal<py::object>(PyNumber_Add(base, one));
+          if (!next) throw py::error_already_set();
+          if (PyDict_SetItem(counts.ptr(), key, next.ptr()) != 0) throw py::error_already_set();
+          const long long v = PyLong_AsLongLong(next.ptr());
+          if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+          if (i == 0 || v > highest) highest = v;
+        }
+        return py::make_tuple(highest, old);
+      },
+      "counts"_a, "keys"_a, "begin"_a);
+}
+
+}  // namespace fusedopt::python
