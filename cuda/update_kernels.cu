@@ -22,6 +22,7 @@
 
 #include "cuda_check.h"
 #include "device_types.cuh"
+#include "dispatch.h"
 #include "engine.h"
 #include "multi_tensor_apply.cuh"
 #include "rules/update_rules.h"
@@ -445,40 +446,6 @@ void run_rows(const RowSparseTask& t, const SharedScalars& s, cudaStream_t strea
         <<<grid, kThreads, 0, stream>>>(o, t.row_len, nrows, map, t.lazy, p);
   }
   FUSEDOPT_CUDA_CHECK(cudaGetLastError());
-}
-
-template <class T>
-struct TypeTag {
-  using type = T;
-};
-
-/// Calls f.template operator()<W, R, kMom, kMaster>() for the instantiation `kind` names (as
-/// cpu/kernels.cpp). Master kinds exist for 16-bit weights only; the API validated the kind.
-template <class F>
-void dispatch_kind(const UpdateKind& kind, F&& f) {
-  auto by_flags = [&](auto w_tag, auto master_tag) {
-    using W = typename decltype(w_tag)::type;
-    constexpr bool kMaster = decltype(master_tag)::value;
-    const bool dca = kind.rule == RuleKind::kDcasgd;
-    if (dca && kind.momentum) f.template operator()<W, RuleKind::kDcasgd, true, kMaster>();
-    else if (dca) f.template operator()<W, RuleKind::kDcasgd, false, kMaster>();
-    else if (kind.momentum) f.template operator()<W, RuleKind::kSgd, true, kMaster>();
-    else f.template operator()<W, RuleKind::kSgd, false, kMaster>();
-  };
-  using kTrue = std::true_type;
-  using kFalse = std::false_type;
-  switch (kind.weight_dtype) {
-    case DType::kFloat16:
-      if (kind.master) by_flags(TypeTag<half>{}, kTrue{});
-      else by_flags(TypeTag<half>{}, kFalse{});
-      break;
-    case DType::kBFloat16:
-      if (kind.master) by_flags(TypeTag<bfloat16>{}, kTrue{});
-      else by_flags(TypeTag<bfloat16>{}, kFalse{});
-      break;
-    case DType::kFloat32: by_flags(TypeTag<float>{}, kFalse{}); break;
-    case DType::kFloat64: by_flags(TypeTag<double>{}, kFalse{}); break;
-  }
 }
 
 struct DenseLauncher {
