@@ -1,5 +1,6 @@
 // row_sparse.cpp — sgd_update / sgd_mom_update with a row-sparse gradient (SPEC.md §6): validation of the
 // indices (range, uniqueness) and of every array before anything is written, then one row launch.
+#include <cstdint>
 #include <vector>
 
 #include "check.h"
@@ -47,15 +48,27 @@ void rsp_update(const char* op, TensorView& weight, const RowSparseView& grad, c
 
   const std::int64_t rows = weight.shape[0];
   const std::int64_t row_len = rows == 0 ? 0 : weight.numel() / rows;
-  std::vector<std::int64_t> row_to_k(static_cast<std::size_t>(rows), -1);
+  // Indices: in range and unique. Lazy updates need only a bitmap (rows / 8 bytes); the standard update
+  // also needs row -> stored position. Both live in per-thread scratch reused across calls.
+  thread_local std::vector<std::uint64_t> seen;
+  thread_local std::vector<std::int64_t> row_to_k;
+  const auto words = static_cast<std::size_t>(rows / 64 + 1);
+  seen.assign(words, 0);
+  if (!p.lazy_update) row_to_k.assign(static_cast<std::size_t>(rows), -1);
   for (std::int64_t k = 0; k < grad.num_indices; ++k) {
     const std::int64_t r = grad.indices[k];
     FUSEDOPT_CHECK(r >= 0 && r < rows, ValueError, op, ": grad.indices[", k, "] = ", r,
                    " is out of range for a weight with ", rows, " rows");
-    auto& slot = row_to_k[static_cast<std::size_t>(r)];
-    FUSEDOPT_CHECK(slot < 0, ValueError, op, ": grad.indices has row ", r, " twice (at ", slot,
-                   " and ", k, "); row-sparse indices must be unique");
-    slot = k;
+    std::uint64_t& word = seen[static_cast<std::size_t>(r) / 64];
+    const std::uint64_t bit = std::uint64_t{1} << (r % 64);
+    if (word & bit) {
+      std::int64_t first = 0;
+      while (grad.indices[first] != r) ++first;
+      throw_error<ValueError>(op, ": grad.indices has row ", r, " twice (at ", first, " and ", k,
+                              "); row-sparse indices must be unique");
+    }
+    word |= bit;
+    if (!p.lazy_update) row_to_k[static_cast<std::size_t>(r)] = k;
   }
   OverlapChecker overlap;
   overlap.add(weight, wl, Access::kWrite);
@@ -74,7 +87,7 @@ void rsp_update(const char* op, TensorView& weight, const RowSparseView& grad, c
   t.grad_rows = grad.data.data;
   t.indices = grad.indices;
   t.num_indices = grad.num_indices;
-  t.row_to_k = row_to_k.data();
+  t.row_to_k = p.lazy_update ? nullptr : row_to_k.data();
   t.lazy = p.lazy_update;
   launch_rows(UpdateKind{weight.dtype, RuleKind::kSgd, mom != nullptr, false}, t, s, weight.device,
               stream);

@@ -39,39 +39,39 @@ class PreparedStep:
         opt = self._opt
         counts = opt._index_update_count
         c = self._count
+        begin = opt.begin_num_update
+        indices = self._indices
+        num_update = opt.num_update
         lockstep = (
             c is not None
             and counts is self._counts
-            and counts.get(self._indices[0], opt.begin_num_update) == c
-            and counts.get(self._indices[-1], opt.begin_num_update) == c
+            and counts.get(indices[0], begin) == c
+            and counts.get(indices[-1], begin) == c
         )
+        token = None
         if lockstep:
-            num_update = opt.num_update
-            F.set_counts(counts, self._indices, c + 1)
+            F.set_counts(counts, indices, c + 1)
             if c + 1 > num_update:
                 opt.num_update = c + 1
-
-            def undo() -> None:
-                F.set_counts(counts, self._indices, c)
-                opt.num_update = num_update
         else:
-            token = opt._update_count(self._indices)
-
-            def undo() -> None:
-                opt._undo_count(token)
-
+            token = opt._update_count(indices)
         try:
             lr = opt.learning_rate
             momentum = getattr(opt, "momentum", 0.0)
             lamda = getattr(opt, "lamda", 0.0)
+            wd, rescale, clip = opt.wd, opt.rescale_grad, opt.clip_gradient
             for core in self._cores:
-                core.step(lr, opt.wd, momentum, opt.rescale_grad, opt.clip_gradient, lamda)
+                core.step(lr, wd, momentum, rescale, clip, lamda)
         except BaseException:
-            undo()
+            if token is None:
+                F.set_counts(counts, indices, c)
+                opt.num_update = num_update
+            else:
+                opt._undo_count(token)
             raise
         if lockstep:
             self._count = c + 1
         else:
             self._counts = counts
-            seen = {counts[i] for i in self._indices}
+            seen = {counts[i] for i in indices}
             self._count = seen.pop() if len(seen) == 1 else None

@@ -32,9 +32,9 @@ RuleScalars<Acc> rule_scalars(const Segment& seg, const SharedScalars& s) {
 }
 
 /// The element loop on compute-type operands. g is null when !kGrad (zero gradient).
-template <class Acc, RuleKind R, bool kMom, bool kGrad>
-void apply(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m, Acc* __restrict prev,
-           std::int64_t n, const RuleScalars<Acc> p) {
+template <class Acc, RuleKind R, bool kMom, bool kGrad, bool kClip>
+void apply_loop(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m,
+                Acc* __restrict prev, std::int64_t n, const RuleScalars<Acc> p) {
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     Acc wi = w[i];
@@ -43,24 +43,35 @@ void apply(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m, Acc* _
     if constexpr (R == RuleKind::kSgd) {
       if constexpr (kMom) {
         Acc mi = m[i];
-        sgd_mom_rule(wi, mi, gi, p);
+        sgd_mom_rule<Acc, kClip>(wi, mi, gi, p);
         m[i] = mi;
       } else {
-        sgd_rule(wi, gi, p);
+        sgd_rule<Acc, kClip>(wi, gi, p);
       }
     } else {
       Acc pi = prev[i];
       if constexpr (kMom) {
         Acc mi = m[i];
-        dcasgd_mom_rule(wi, mi, pi, gi, p);
+        dcasgd_mom_rule<Acc, kClip>(wi, mi, pi, gi, p);
         m[i] = mi;
       } else {
-        dcasgd_rule(wi, pi, gi, p);
+        dcasgd_rule<Acc, kClip>(wi, pi, gi, p);
       }
       prev[i] = pi;
     }
     w[i] = wi;
   }
+}
+
+/// The element loop, with the clip compiled out when clipping is off (clip == +inf gives the same
+/// numbers either way; only the branchless compare-and-blend is saved).
+template <class Acc, RuleKind R, bool kMom, bool kGrad>
+void apply(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m, Acc* __restrict prev,
+           std::int64_t n, const RuleScalars<Acc> p) {
+  if (p.clip == std::numeric_limits<Acc>::infinity())
+    apply_loop<Acc, R, kMom, kGrad, false>(w, g, m, prev, n, p);
+  else
+    apply_loop<Acc, R, kMom, kGrad, true>(w, g, m, prev, n, p);
 }
 
 /// Updates elements [b, e) of one segment. W is the weight's storage type; with kMaster the rule runs

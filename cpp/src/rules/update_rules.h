@@ -23,41 +23,45 @@ FUSEDOPT_HD Acc clip_value(Acc x, Acc c) {
 }
 
 /// r = clip(rescale_grad * g, clip) + wd * w   (weight decay is applied after clipping, never clipped)
-template <class Acc>
+/// kClip = false drops the clip for launchers that know clipping is off (clip == +inf): the result is
+/// identical, and the compare-and-blend costs ~8 % of a core's bandwidth on the CPU.
+template <class Acc, bool kClip = true>
 FUSEDOPT_HD Acc preprocess_grad(Acc g, Acc w, const RuleScalars<Acc>& p) {
-  return clip_value(p.rescale_grad * g, p.clip) + p.wd * w;
+  Acc r = p.rescale_grad * g;
+  if constexpr (kClip) r = clip_value(r, p.clip);
+  return r + p.wd * w;
 }
 
 /// sgd:      w = w - lr * r
-template <class Acc>
+template <class Acc, bool kClip = true>
 FUSEDOPT_HD void sgd_rule(Acc& w, Acc g, const RuleScalars<Acc>& p) {
-  Acc r = preprocess_grad(g, w, p);
+  Acc r = preprocess_grad<Acc, kClip>(g, w, p);
   w = w - p.lr * r;
 }
 
 /// sgd_mom:  m = momentum * m - lr * r;  w = w + m     (lr lives inside the momentum buffer)
-template <class Acc>
+template <class Acc, bool kClip = true>
 FUSEDOPT_HD void sgd_mom_rule(Acc& w, Acc& m, Acc g, const RuleScalars<Acc>& p) {
-  Acc r = preprocess_grad(g, w, p);
+  Acc r = preprocess_grad<Acc, kClip>(g, w, p);
   m = p.momentum * m - p.lr * r;
   w = w + m;
 }
 
 /// dcasgd:   d = r + lamda * r * r * (w - prev);  prev = w;  w = w - lr * d
-template <class Acc>
+template <class Acc, bool kClip = true>
 FUSEDOPT_HD void dcasgd_rule(Acc& w, Acc& prev, Acc g, const RuleScalars<Acc>& p) {
   Acc w0 = w;
-  Acc r = preprocess_grad(g, w0, p);
+  Acc r = preprocess_grad<Acc, kClip>(g, w0, p);
   Acc d = r + p.lamda * r * r * (w0 - prev);
   prev = w0;
   w = w0 - p.lr * d;
 }
 
 /// dcasgd_mom: d as above;  m = momentum * m - lr * d;  prev = w;  w = w + m
-template <class Acc>
+template <class Acc, bool kClip = true>
 FUSEDOPT_HD void dcasgd_mom_rule(Acc& w, Acc& m, Acc& prev, Acc g, const RuleScalars<Acc>& p) {
   Acc w0 = w;
-  Acc r = preprocess_grad(g, w0, p);
+  Acc r = preprocess_grad<Acc, kClip>(g, w0, p);
   Acc d = r + p.lamda * r * r * (w0 - prev);
   m = p.momentum * m - p.lr * d;
   prev = w0;
