@@ -56,6 +56,6 @@ cmake --build "$build/consumer-wheel"
 
 if [ -x "$build/bench/bench_sgd_cpu" ] && [ -f "$root/bench/run_smoke.sh" ]; then
   echo "== benchmark smoke run =="
-  bash "$root/bench/run_smoke.sh" "$build/bench"
+  bash "$root/bench/run_smoke.sh" "$build"
 fi
 echo "== all tests passed =="
