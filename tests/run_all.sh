@@ -27,6 +27,15 @@ for cap in $caps; do
      "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" .)
 done
 
+if (cd /tmp && "$py" -c "import torch" 2>/dev/null); then
+  echo "-- FUSEDOPT_TEST_ARRAY_LIBRARY=torch (every kernel call through torch tensors / DLPack)"
+  (cd "$root/tests/python" && FUSEDOPT_TEST_REQUIRE=1 FUSEDOPT_TEST_ARRAY_LIBRARY=torch \
+     "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" . \
+     --deselect test_huge.py)
+else
+  echo "-- torch is not installed: the torch / DLPack passes are skipped (pip install torch)"
+fi
+
 if (cd /tmp && "$py" -c "import atheris" 2>/dev/null); then
   secs="${FUSEDOPT_FUZZ_SECONDS:-15}"
   echo "== fuzzing (atheris, ${secs}s per target) =="
