@@ -228,23 +228,9 @@ void SGD::init_state(ParamState& st, const TensorView& w) {
   }
 }
 
-namespace {
-SgdParams sgd_params(double lr, double wd, double momentum, double rescale_grad,
-                     std::optional<double> clip, bool lazy) {
-  SgdParams p;
-  p.lr = lr;
-  p.wd = wd;
-  p.momentum = momentum;
-  p.rescale_grad = rescale_grad;
-  p.clip_gradient = clip;
-  p.lazy_update = lazy;
-  return p;
-}
-}  // namespace
-
 void SGD::check(const Item& it) {
   const ParamState& st = *it.state;
-  SgdParams p = sgd_params(it.lr, it.wd, momentum_, rescale_grad(), clip_gradient(), lazy_update_);
+  const SgdParams p{it.lr, it.wd, momentum_, rescale_grad(), clip_gradient(), lazy_update_};
   if (it.rsp != nullptr) {
     FUSEDOPT_CHECK(!st.master, TypeError,
                    "mp_sgd_update: grad must be dense; row-sparse gradients are supported by "
@@ -260,8 +246,7 @@ void SGD::apply(std::vector<Item>& items) {
   if (aggregate_num_ == 1 || items.size() == 1) {
     for (Item& it : items) {
       ParamState& st = *it.state;
-      SgdParams p =
-          sgd_params(it.lr, it.wd, momentum_, rescale_grad(), clip_gradient(), lazy_update_);
+      const SgdParams p{it.lr, it.wd, momentum_, rescale_grad(), clip_gradient(), lazy_update_};
       if (it.rsp != nullptr) {
         check(it);  // mp + row-sparse is a TypeError; everything else is checked by the operator
         if (st.mom.bytes) sgd_mom_update(it.weight, *it.rsp, st.mom.view, p);
@@ -341,34 +326,20 @@ void DCASGD::init_state(ParamState& st, const TensorView& w) {
   st.prev = make_buffer(w, state_dtype, w.data);
 }
 
-namespace {
-DcasgdParams dcasgd_params(double lr, double wd, double momentum, double lamda,
-                           double rescale_grad, std::optional<double> clip) {
-  DcasgdParams p;
-  p.lr = lr;
-  p.wd = wd;
-  p.momentum = momentum;
-  p.lamda = lamda;
-  p.rescale_grad = rescale_grad;
-  p.clip_gradient = clip;
-  return p;
-}
-}  // namespace
-
 void DCASGD::check(const Item& it) {
   const ParamState& st = *it.state;
   check_dcasgd_args(it.weight, it.grad, st.mom.bytes ? &st.mom.view : nullptr, st.prev.view,
                     st.master ? &st.weight32.view : nullptr,
-                    dcasgd_params(it.lr, it.wd, st.mom.bytes ? momentum_ : 0.0, lamda_,
-                                  rescale_grad(), clip_gradient()));
+                    DcasgdParams{it.lr, it.wd, st.mom.bytes ? momentum_ : 0.0, lamda_,
+                                  rescale_grad(), clip_gradient()});
 }
 
 void DCASGD::apply(std::vector<Item>& items) {
   for (Item& it : items) {
     ParamState& st = *it.state;
     const TensorView* mom = st.mom.bytes ? &st.mom.view : nullptr;
-    DcasgdParams p = dcasgd_params(it.lr, it.wd, mom ? momentum_ : 0.0, lamda_, rescale_grad(),
-                                   clip_gradient());
+    const DcasgdParams p{it.lr, it.wd, mom ? momentum_ : 0.0, lamda_, rescale_grad(),
+                         clip_gradient()};
     if (st.master)
       mp_dcasgd_update(it.weight, it.grad, mom, st.prev.view, st.weight32.view, p);
     else

@@ -17,13 +17,7 @@ void bind_dcasgd(py::module_& m) {
                  pv = to_array_ref(prev, op, "prev");
         std::optional<ArrayRef> mm;
         if (!mom.is_none()) mm = to_array_ref(mom, op, "mom");
-        DcasgdParams p;
-        p.lr = lr;
-        p.momentum = momentum;
-        p.lamda = lamda;
-        p.wd = wd;
-        p.rescale_grad = rescale_grad;
-        p.clip_gradient = clip_gradient;
+        const DcasgdParams p{lr, wd, momentum, lamda, rescale_grad, clip_gradient};
         const Stream stream = call_stream(op, w, g, mm, pv);
         py::gil_scoped_release release;
         fusedopt::dcasgd_update(w.view, g.view, mm ? &mm->view : nullptr, pv.view, p, stream);
@@ -46,13 +40,7 @@ void bind_dcasgd(py::module_& m) {
         std::optional<ArrayRef> mm, w32;
         if (!mom.is_none()) mm = to_array_ref(mom, op, "mom");
         if (mp) w32 = to_array_ref(weight32, op, "weight32");
-        DcasgdParams p;
-        p.lr = lr;
-        p.momentum = momentum;
-        p.lamda = lamda;
-        p.wd = wd;
-        p.rescale_grad = rescale_grad;
-        p.clip_gradient = clip_gradient;
+        const DcasgdParams p{lr, wd, momentum, lamda, rescale_grad, clip_gradient};
         fusedopt::check_dcasgd_args(w.view, g.view, mm ? &mm->view : nullptr, pv.view,
                                     w32 ? &w32->view : nullptr, p);
       },
@@ -72,13 +60,7 @@ void bind_dcasgd(py::module_& m) {
                  w32 = to_array_ref(weight32, op, "weight32");
         std::optional<ArrayRef> mm;
         if (!mom.is_none()) mm = to_array_ref(mom, op, "mom");
-        DcasgdParams p;
-        p.lr = lr;
-        p.momentum = momentum;
-        p.lamda = lamda;
-        p.wd = wd;
-        p.rescale_grad = rescale_grad;
-        p.clip_gradient = clip_gradient;
+        const DcasgdParams p{lr, wd, momentum, lamda, rescale_grad, clip_gradient};
         const Stream stream = call_stream(op, w, g, mm, pv, w32);
         py::gil_scoped_release release;
         fusedopt::mp_dcasgd_update(w.view, g.view, mm ? &mm->view : nullptr, pv.view, w32.view, p, stream);

@@ -9,18 +9,6 @@
 namespace fusedopt::python {
 namespace {
 
-SgdParams sgd_params(double lr, double momentum, double wd, double rescale_grad,
-                     std::optional<double> clip_gradient, bool lazy_update) {
-  SgdParams p;
-  p.lr = lr;
-  p.momentum = momentum;
-  p.wd = wd;
-  p.rescale_grad = rescale_grad;
-  p.clip_gradient = clip_gradient;
-  p.lazy_update = lazy_update;
-  return p;
-}
-
 MultiSgdParams multi_params(std::vector<double> lrs, std::vector<double> wds, double momentum,
                             double rescale_grad, std::optional<double> clip_gradient) {
   MultiSgdParams p;
@@ -95,7 +83,7 @@ void bind_sgd(py::module_& m) {
          std::optional<double> clip_gradient, bool lazy_update) {
         const char* op = "sgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad");
-        SgdParams p = sgd_params(lr, 0.0, wd, rescale_grad, clip_gradient, lazy_update);
+        const SgdParams p{lr, wd, 0.0, rescale_grad, clip_gradient, lazy_update};
         const Stream stream = call_stream(op, w, g);
         py::gil_scoped_release release;
         fusedopt::sgd_update(w.view, g.view, p, stream);
@@ -111,7 +99,7 @@ void bind_sgd(py::module_& m) {
         const char* op = "sgd_mom_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                  mm = to_array_ref(mom, op, "mom");
-        SgdParams p = sgd_params(lr, momentum, wd, rescale_grad, clip_gradient, lazy_update);
+        const SgdParams p{lr, wd, momentum, rescale_grad, clip_gradient, lazy_update};
         const Stream stream = call_stream(op, w, g, mm);
         py::gil_scoped_release release;
         fusedopt::sgd_mom_update(w.view, g.view, mm.view, p, stream);
@@ -127,7 +115,7 @@ void bind_sgd(py::module_& m) {
         const char* op = "mp_sgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                  w32 = to_array_ref(weight32, op, "weight32");
-        SgdParams p = sgd_params(lr, 0.0, wd, rescale_grad, clip_gradient, lazy_update);
+        const SgdParams p{lr, wd, 0.0, rescale_grad, clip_gradient, lazy_update};
         const Stream stream = call_stream(op, w, g, w32);
         py::gil_scoped_release release;
         fusedopt::mp_sgd_update(w.view, g.view, w32.view, p, stream);
@@ -144,7 +132,7 @@ void bind_sgd(py::module_& m) {
         const char* op = "mp_sgd_mom_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                  mm = to_array_ref(mom, op, "mom"), w32 = to_array_ref(weight32, op, "weight32");
-        SgdParams p = sgd_params(lr, momentum, wd, rescale_grad, clip_gradient, lazy_update);
+        const SgdParams p{lr, wd, momentum, rescale_grad, clip_gradient, lazy_update};
         const Stream stream = call_stream(op, w, g, mm, w32);
         py::gil_scoped_release release;
         fusedopt::mp_sgd_mom_update(w.view, g.view, mm.view, w32.view, p, stream);
@@ -162,7 +150,7 @@ void bind_sgd(py::module_& m) {
         const char* op = "sgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), d = to_array_ref(data, op, "grad.data");
         RowSparseView g = rsp_view(d, indices, shape, op);
-        SgdParams p = sgd_params(lr, 0.0, wd, rescale_grad, clip_gradient, lazy_update);
+        const SgdParams p{lr, wd, 0.0, rescale_grad, clip_gradient, lazy_update};
         const Stream stream = call_stream(op, w, d);
         py::gil_scoped_release release;
         fusedopt::sgd_update(w.view, g, p, stream);
@@ -180,7 +168,7 @@ void bind_sgd(py::module_& m) {
         ArrayRef w = to_array_ref(weight, op, "weight"), d = to_array_ref(data, op, "grad.data"),
                  mm = to_array_ref(mom, op, "mom");
         RowSparseView g = rsp_view(d, indices, shape, op);
-        SgdParams p = sgd_params(lr, momentum, wd, rescale_grad, clip_gradient, lazy_update);
+        const SgdParams p{lr, wd, momentum, rescale_grad, clip_gradient, lazy_update};
         const Stream stream = call_stream(op, w, d, mm);
         py::gil_scoped_release release;
         fusedopt::sgd_mom_update(w.view, g, mm.view, p, stream);
@@ -200,7 +188,7 @@ void bind_sgd(py::module_& m) {
         std::optional<ArrayRef> mm, w32;
         if (!mom.is_none()) mm = to_array_ref(mom, op, "mom");
         if (mp) w32 = to_array_ref(weight32, op, "weight32");
-        SgdParams p = sgd_params(lr, momentum, wd, rescale_grad, clip_gradient, true);
+        const SgdParams p{lr, wd, momentum, rescale_grad, clip_gradient, true};
         fusedopt::check_sgd_args(w.view, g.view, mm ? &mm->view : nullptr,
                                  w32 ? &w32->view : nullptr, p);
       },
@@ -218,7 +206,7 @@ void bind_sgd(py::module_& m) {
         std::optional<ArrayRef> mm;
         if (!mom.is_none()) mm = to_array_ref(mom, op, "mom");
         RowSparseView g = rsp_view(d, indices, shape, op);
-        SgdParams p = sgd_params(lr, momentum, wd, rescale_grad, clip_gradient, lazy_update);
+        const SgdParams p{lr, wd, momentum, rescale_grad, clip_gradient, lazy_update};
         fusedopt::check_sgd_args(w.view, g, mm ? &mm->view : nullptr, p);
       },
       "weight"_a, "data"_a, "indices"_a.noconvert(), "shape"_a, "mom"_a.none(true), py::kw_only(),

@@ -6,6 +6,9 @@
 
 namespace fusedopt {
 
+// The structs are aggregates: SgdParams{lr, wd, momentum, rescale_grad, clip_gradient, lazy_update}
+// and DcasgdParams{lr, wd, momentum, lamda, rescale_grad, clip_gradient} initialise in this order.
+
 /// Hyper-parameters of sgd_update / sgd_mom_update and their mp_ variants.
 ///   r = clip(rescale_grad * g, clip_gradient) + wd * w
 ///   momentum:    m = momentum * m - lr * r;  w = w + m
