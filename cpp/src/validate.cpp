@@ -90,9 +90,9 @@ const char* device_name(DeviceType t) {
 std::string device_string(const Device& d) { return str_cat(device_name(d.type), ":", d.id); }
 }  // namespace
 
-void check_tensor(const char* op, const Label& label, const TensorView& t,
-                  std::initializer_list<DType> dtypes, Access access, const TensorView* like,
-                  const Label* like_label) {
+void check_tensor_slow(const char* op, const Label& label, const TensorView& t,
+                       std::initializer_list<DType> dtypes, Access access, const TensorView* like,
+                       const Label* like_label) {
   // The view's fields are public: never trust ndim before indexing shape[] with it.
   FUSEDOPT_CHECK(t.ndim >= 0 && t.ndim <= TensorView::kMaxDims, ValueError, op, ": ",
                  to_string(label), " has ndim ", t.ndim, "; expected 0 to ",

@@ -30,11 +30,42 @@ double checked_clip(const char* op, const std::optional<double>& clip);
 
 enum class Access { kRead, kWrite };
 
+/// The full check behind check_tensor: throws the error that describes the first problem found.
+void check_tensor_slow(const char* op, const Label& label, const TensorView& t,
+                       std::initializer_list<DType> dtypes, Access access, const TensorView* like,
+                       const Label* like_label);
+
+/// True when check_tensor would pass. Inline and branch-light: an aggregated call checks every
+/// array of every tensor, and only a failing array needs the message-building path.
+inline bool tensor_ok(const TensorView& t, std::initializer_list<DType> dtypes, Access access,
+                      const TensorView* like) {
+  if (t.ndim < 0 || t.ndim > TensorView::kMaxDims) return false;
+  bool dtype_ok = false;
+  for (DType d : dtypes) dtype_ok |= d == t.dtype;
+  if (!dtype_ok || (access == Access::kWrite && t.read_only) || t.has_strides) return false;
+  if (like != nullptr) {
+    if (t.ndim != like->ndim || t.device != like->device) return false;
+  } else if (t.device.type == DeviceType::kCUDA && !FUSEDOPT_WITH_CUDA) {
+    return false;
+  }
+  std::int64_t n = 1;
+  bool shape_ok = true;
+  for (std::int32_t i = 0; i < t.ndim; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    shape_ok &= t.shape[k] >= 0 && (like == nullptr || t.shape[k] == like->shape[k]);
+    n *= t.shape[k];
+  }
+  return shape_ok && (t.data != nullptr || n == 0);
+}
+
 /// Checks one array: supported device, dtype one of `dtypes`, shape and device equal to `like` when
-/// given, C-contiguous, writable when written. `like` is null for the weight itself.
-void check_tensor(const char* op, const Label& label, const TensorView& t,
-                  std::initializer_list<DType> dtypes, Access access, const TensorView* like,
-                  const Label* like_label = nullptr);
+/// given, C-contiguous, writable when written. `like` is null for the weight itself. Strided views
+/// (has_strides) take the full check, which accepts the ones that are contiguous after all.
+inline void check_tensor(const char* op, const Label& label, const TensorView& t,
+                         std::initializer_list<DType> dtypes, Access access, const TensorView* like,
+                         const Label* like_label = nullptr) {
+  if (!tensor_ok(t, dtypes, access, like)) check_tensor_slow(op, label, t, dtypes, access, like, like_label);
+}
 
 /// Rejects any overlap between an output range and any other range of the same call (a weight passed
 /// twice, a grad aliasing its weight, a state aliasing another). O(n log n) in the number of arrays.

@@ -25,6 +25,7 @@ __all__ = [
     "multi_mp_sgd_update",
     "multi_sgd_mom_update",
     "multi_sgd_update",
+    "multi_sgd_update_states",
     "sgd_mom_update",
     "sgd_update",
 ]
@@ -206,6 +207,26 @@ def multi_sgd_mom_update(
     """Aggregated :func:`sgd_mom_update` of ``arrays = [w0, g0, m0, w1, g1, m1, ...]``."""
     _core.multi_sgd_mom_update(
         arrays, lrs=lrs, wds=wds, momentum=momentum, rescale_grad=rescale_grad,
+        clip_gradient=clip_gradient,
+    )
+
+
+def multi_sgd_update_states(
+    weights: Sequence[Any],
+    grads: Sequence[Any],
+    states: Sequence[Any],
+    *,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    momentum: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+) -> bool:
+    """:func:`multi_sgd_mom_update` (every state an array) or :func:`multi_sgd_update` (every state
+    None) of parallel lists, without building a flat list. Returns False and does nothing when the
+    states mix None and arrays. The aggregated path of :class:`fusedopt.SGD`."""
+    return _core.multi_sgd_update_states(
+        weights, grads, states, lrs=lrs, wds=wds, momentum=momentum, rescale_grad=rescale_grad,
         clip_gradient=clip_gradient,
     )
 

@@ -44,6 +44,12 @@ def _as_list(x: Any) -> list[Any]:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def _as_call_list(x: Any) -> list[Any]:
+    """_as_list for use within one call: a list is returned as is (not copied), since nothing keeps
+    it past the call."""
+    return x if type(x) is list else _as_list(x)
+
+
 class Optimizer:
     """Base class of fusedopt optimizers (MXNet 2.0 ``mxnet.optimizer.Optimizer``).
 

@@ -13,7 +13,8 @@ import numpy as np
 from . import _arrays
 from . import functional as F
 from ._validate import check_nonnegative
-from .optimizer import DEFAULT_LEARNING_RATE, Optimizer, _as_list, register, resolve_default_lr
+from .optimizer import (DEFAULT_LEARNING_RATE, Optimizer, _as_call_list, _as_list, register,
+                        resolve_default_lr)
 from .prepared import PreparedStep
 from .sparse import RowSparseArray
 
@@ -159,11 +160,26 @@ class SGD(Optimizer):
             return self._fused_one(indices, weights, grads, states)
         if len(indices) == 1:
             return self._fused_one(indices[0], weights[0], grads[0], states[0])
-        indices, weights = _as_list(indices), _as_list(weights)
-        grads, states = _as_list(grads), _as_list(states)
+        indices, weights = _as_call_list(indices), _as_call_list(weights)
+        grads, states = _as_call_list(grads), _as_call_list(states)
         token = self._update_count(indices)
         try:
             lrs, wds = self._checked_rates(indices)
+            if (not self.multi_precision and 1 < len(weights) <= self.aggregate_num
+                    and len(weights) == len(grads) == len(states)):
+                # The usual aggregated step, one native call over the parallel lists (it validates
+                # everything before writing). It declines mixed None / array states, and row-sparse
+                # gradients are not arrays: both take the general path below.
+                try:
+                    done = F.multi_sgd_update_states(
+                        weights, grads, states, lrs=lrs, wds=wds, momentum=self._momentum,
+                        rescale_grad=self._rescale_grad, clip_gradient=self._clip_gradient)
+                except TypeError:
+                    if RowSparseArray not in map(type, grads):
+                        raise
+                    done = False
+                if done:
+                    return
             common = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient}
             sparse = RowSparseArray in map(type, grads)
             if self.aggregate_num > 1 and not sparse and len(weights) > 1:

@@ -23,7 +23,7 @@ void convert(py::handle seq, const char* op, const char* name, ViewList& out) {
   auto hold = py::reinterpret_steal<py::object>(fast);
   const auto n = PySequence_Fast_GET_SIZE(fast);
   PyObject** items = PySequence_Fast_ITEMS(fast);
-  out.reserve(static_cast<std::size_t>(n));
+  out.start(static_cast<std::size_t>(n));
   for (Py_ssize_t k = 0; k < n; ++k) out.add(items[k], op, name, k);
 }
 
@@ -91,6 +91,9 @@ void bind_prepared(py::module_& m) {
         PyObject* one = PyLong_FromLong(1);
         if (one == nullptr) throw py::error_already_set();
         auto one_ref = py::reinterpret_steal<py::object>(one);
+        PyObject* last_base = nullptr;  // borrowed; kept alive by `counts` or `old`
+        py::object last_next;
+        long long last_value = 0;
         for (Py_ssize_t i = 0; i < n; ++i) {
           PyObject* key = PyList_GET_ITEM(keys.ptr(), i);
           PyObject* cur = PyDict_GetItemWithError(counts.ptr(), key);  // borrowed
@@ -103,11 +106,17 @@ void bind_prepared(py::module_& m) {
             PyList_SET_ITEM(old.ptr(), i, cur);
             Py_DECREF(prev);
           }
-          auto next = py::reinterpret_steal<py::object>(PyNumber_Add(base, one));
-          if (!next) throw py::error_already_set();
-          if (PyDict_SetItem(counts.ptr(), key, next.ptr()) != 0) throw py::error_already_set();
-          const long long v = PyLong_AsLongLong(next.ptr());
-          if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+          // In lock-step training every key holds the same count object: compute base + 1 once and
+          // share the result (one int allocation per step instead of one per key).
+          if (base != last_base) {
+            last_next = py::reinterpret_steal<py::object>(PyNumber_Add(base, one));
+            if (!last_next) throw py::error_already_set();
+            last_value = PyLong_AsLongLong(last_next.ptr());
+            if (last_value == -1 && PyErr_Occurred()) throw py::error_already_set();
+            last_base = base;
+          }
+          if (PyDict_SetItem(counts.ptr(), key, last_next.ptr()) != 0) throw py::error_already_set();
+          const long long v = last_value;
           if (i == 0 || v > highest) highest = v;
         }
         return py::make_tuple(highest, old);

@@ -1,4 +1,5 @@
 // bind_sgd.cpp — Python bindings of the SGD family: convert, release the GIL, call the C++ API.
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -9,18 +10,6 @@
 namespace fusedopt::python {
 namespace {
 
-MultiSgdParams multi_params(std::vector<double> lrs, std::vector<double> wds, double momentum,
-                            double rescale_grad, std::optional<double> clip_gradient) {
-  MultiSgdParams p;
-  p.lrs = std::move(lrs);
-  p.wds = std::move(wds);
-  p.momentum = momentum;
-  p.rescale_grad = rescale_grad;
-  p.clip_gradient = clip_gradient;
-  return p;
-}
-
-/// Splits a flat [w, g, ...]*n list after checking its length is a multiple of `per`.
 /// The items of a flat [w, g, ...]*n sequence (borrowed from `fast`, which the caller keeps), after
 /// checking the length is a multiple of `per`.
 py::object fast_sequence(py::handle arrays, std::size_t per, const char* op, const char* layout) {
@@ -40,26 +29,79 @@ void list_views(py::handle seq, std::size_t per, std::size_t offset, const char*
                 const char* name, ViewList& out) {
   PyObject** items = PySequence_Fast_ITEMS(seq.ptr());
   const auto n = static_cast<std::size_t>(PySequence_Fast_GET_SIZE(seq.ptr())) / per;
-  out.clear();
-  out.reserve(n);
+  out.start(n);
   for (std::size_t k = 0; k < n; ++k)
     out.add(items[k * per + offset], op, name, static_cast<std::int64_t>(k));
 }
 
-/// Per-thread view lists reused by the multi_* bindings (no allocation per call once warm). Released
-/// (owners dropped) at the end of every call by ListScope.
+/// Per-thread view lists reused by the multi_* bindings (no allocation per call once warm). A call
+/// leases the thread's scratch; a nested call on the same thread (a producer's __dlpack__ calling back
+/// into fusedopt) gets a fresh one instead. Owners are dropped at the end of every call.
 struct ListScratch {
   ViewList w, g, m, w32;
+  MultiSgdParams params;
 };
-struct ListScope {
-  ListScratch& s;
-  ~ListScope() {
-    s.w.clear();
-    s.g.clear();
-    s.m.clear();
-    s.w32.clear();
+class ListScope {
+ public:
+  ListScope() {
+    if (!busy_) {
+      busy_ = true;
+      s_ = &scratch_;
+    } else {
+      own_ = std::make_unique<ListScratch>();
+      s_ = own_.get();
+    }
   }
+  ~ListScope() {
+    s_->w.clear();
+    s_->g.clear();
+    s_->m.clear();
+    s_->w32.clear();
+    if (s_ == &scratch_) busy_ = false;
+  }
+  ListScope(const ListScope&) = delete;
+  ListScope& operator=(const ListScope&) = delete;
+  ListScratch& get() { return *s_; }
+
+ private:
+  static thread_local ListScratch scratch_;
+  static thread_local bool busy_;
+  ListScratch* s_;
+  std::unique_ptr<ListScratch> own_;
 };
+thread_local ListScratch ListScope::scratch_;
+thread_local bool ListScope::busy_ = false;
+
+/// Reads the scalars into the scratch parameters, releases the GIL and runs the aggregated operator
+/// on the views already in `s`.
+void run_multi(const char* op, bool mom, bool master, ListScratch& s, py::handle lrs, py::handle wds,
+               double momentum, double rescale_grad, std::optional<double> clip_gradient) {
+  MultiSgdParams& p = s.params;
+  read_doubles(lrs, op, "lrs", p.lrs);
+  read_doubles(wds, op, "wds", p.wds);
+  p.momentum = momentum;
+  p.rescale_grad = rescale_grad;
+  p.clip_gradient = clip_gradient;
+  const Stream stream = call_stream(op, s.w, s.g, s.m, s.w32);
+  py::gil_scoped_release release;
+  if (mom && master) fusedopt::multi_mp_sgd_mom_update(s.w.views, s.g.views, s.m.views, s.w32.views, p, stream);
+  else if (mom) fusedopt::multi_sgd_mom_update(s.w.views, s.g.views, s.m.views, p, stream);
+  else if (master) fusedopt::multi_mp_sgd_update(s.w.views, s.g.views, s.w32.views, p, stream);
+  else fusedopt::multi_sgd_update(s.w.views, s.g.views, p, stream);
+}
+
+/// Views of every item of `seq` (a list or tuple of arrays, argument `name`) into `out`; returns the
+/// number of items.
+std::size_t column_views(py::handle seq, const char* op, const char* name, ViewList& out) {
+  PyObject* fast = PySequence_Fast(seq.ptr(), "expected a list or tuple of arrays");
+  if (fast == nullptr) throw py::error_already_set();
+  auto hold = py::reinterpret_steal<py::object>(fast);
+  const auto n = static_cast<std::size_t>(PySequence_Fast_GET_SIZE(fast));
+  PyObject** items = PySequence_Fast_ITEMS(fast);
+  out.start(n);
+  for (std::size_t k = 0; k < n; ++k) out.add(items[k], op, name, static_cast<std::int64_t>(k));
+  return n;
+}
 
 RowSparseView rsp_view(const ArrayRef& data, const py::array& indices, const std::vector<std::int64_t>& shape,
                        const char* op) {
@@ -231,26 +273,18 @@ void bind_sgd(py::module_& m) {
     const MultiSpec* sp = &spec;
     m.def(
         spec.name,
-        [sp](py::handle arrays, std::vector<double> lrs, std::vector<double> wds,
-             double momentum, double rescale_grad, std::optional<double> clip_gradient) {
+        [sp](py::handle arrays, py::handle lrs, py::handle wds, double momentum,
+             double rescale_grad, std::optional<double> clip_gradient) {
           const char* op = sp->name;
           py::object seq = fast_sequence(arrays, sp->per, op, sp->layout);
-          thread_local ListScratch scratch;
-          ListScope scope{scratch};
-          ViewList &w = scratch.w, &g = scratch.g, &mm = scratch.m, &w32 = scratch.w32;
-          list_views(seq, sp->per, 0, op, "weights", w);
-          list_views(seq, sp->per, 1, op, "grads", g);
-          if (sp->mom) list_views(seq, sp->per, 2, op, "moms", mm);
-          if (sp->master) list_views(seq, sp->per, sp->per - 1, op, "weights32", w32);
-          MultiSgdParams p = multi_params(std::move(lrs), std::move(wds), momentum, rescale_grad,
-                                          clip_gradient);
-          const Stream stream = call_stream(op, w, g, mm, w32);
-          py::gil_scoped_release release;
-          if (sp->mom && sp->master)
-            fusedopt::multi_mp_sgd_mom_update(w.views, g.views, mm.views, w32.views, p, stream);
-          else if (sp->mom) fusedopt::multi_sgd_mom_update(w.views, g.views, mm.views, p, stream);
-          else if (sp->master) fusedopt::multi_mp_sgd_update(w.views, g.views, w32.views, p, stream);
-          else fusedopt::multi_sgd_update(w.views, g.views, p, stream);
+          ListScope scope;
+          ListScratch& scratch = scope.get();
+          list_views(seq, sp->per, 0, op, "weights", scratch.w);
+          list_views(seq, sp->per, 1, op, "grads", scratch.g);
+          if (sp->mom) list_views(seq, sp->per, 2, op, "moms", scratch.m);
+          if (sp->master) list_views(seq, sp->per, sp->per - 1, op, "weights32", scratch.w32);
+          run_multi(op, sp->mom, sp->master, scratch, lrs, wds, momentum, rescale_grad,
+                    clip_gradient);
         },
         "arrays"_a, py::kw_only(), "lrs"_a, "wds"_a, "momentum"_a = 0.0, "rescale_grad"_a = 1.0,
         "clip_gradient"_a = py::none(),
@@ -258,6 +292,37 @@ void bind_sgd(py::module_& m) {
          "; tensor k uses lrs[k] and wds[k].")
             .c_str());
   }
+  m.def(
+      "multi_sgd_update_states",
+      [](py::handle weights, py::handle grads, py::handle states, py::handle lrs, py::handle wds,
+         double momentum, double rescale_grad, std::optional<double> clip_gradient) {
+        // The Optimizer's aggregated step without building a flat list: `states` are all None
+        // (multi_sgd_update) or all arrays (multi_sgd_mom_update). Returns False, touching nothing,
+        // when they are mixed (the caller then groups the tensors itself).
+        PyObject* fast = PySequence_Fast(states.ptr(), "states must be a list or tuple");
+        if (fast == nullptr) throw py::error_already_set();
+        auto hold = py::reinterpret_steal<py::object>(fast);
+        const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+        PyObject** items = PySequence_Fast_ITEMS(fast);
+        Py_ssize_t nones = 0;
+        for (Py_ssize_t k = 0; k < n; ++k) nones += items[k] == Py_None;
+        if (nones != 0 && nones != n) return false;
+        const bool mom = nones == 0;
+        const char* op = mom ? "multi_sgd_mom_update" : "multi_sgd_update";
+        ListScope scope;
+        ListScratch& scratch = scope.get();
+        const std::size_t nw = column_views(weights, op, "weights", scratch.w);
+        const std::size_t ng = column_views(grads, op, "grads", scratch.g);
+        if (mom) column_views(hold, op, "moms", scratch.m);
+        if (ng != nw || static_cast<std::size_t>(n) != nw)
+          throw ValueError(std::string(op) + ": weights, grads and states must have the same length, got " +
+                           std::to_string(nw) + ", " + std::to_string(ng) + " and " + std::to_string(n));
+        run_multi(op, mom, false, scratch, lrs, wds, momentum, rescale_grad, clip_gradient);
+        return true;
+      },
+      "weights"_a, "grads"_a, "states"_a, py::kw_only(), "lrs"_a, "wds"_a, "momentum"_a = 0.0,
+      "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(),
+      "multi_sgd(_mom)_update of parallel lists; False (nothing done) when states mix None and arrays.");
 }
 
 }  // namespace fusedopt::python

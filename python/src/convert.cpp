@@ -95,6 +95,33 @@ ArrayRef to_array_ref(py::handle obj, const char* op, const char* arg, std::int6
   return ref;
 }
 
+void read_doubles(py::handle seq, const char* op, const char* name, std::vector<double>& out) {
+  out.clear();
+  if (PyUnicode_Check(seq.ptr()) || PyBytes_Check(seq.ptr()) ||
+      !(PyList_Check(seq.ptr()) || PyTuple_Check(seq.ptr()) || PySequence_Check(seq.ptr())))
+    throw TypeError(std::string(op) + ": " + name + " must be a sequence of numbers, got " +
+                    type_name(seq));
+  PyObject* fast = PySequence_Fast(seq.ptr(), "");
+  if (fast == nullptr) throw py::error_already_set();
+  auto hold = py::reinterpret_steal<py::object>(fast);
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+  PyObject** items = PySequence_Fast_ITEMS(fast);
+  out.reserve(static_cast<std::size_t>(n));
+  for (Py_ssize_t k = 0; k < n; ++k) {
+    PyObject* item = items[k];
+    if (PyFloat_CheckExact(item)) {
+      out.push_back(PyFloat_AS_DOUBLE(item));
+      continue;
+    }
+    const double v = PyUnicode_Check(item) || PyBytes_Check(item) ? -1.0 : PyFloat_AsDouble(item);
+    if (v == -1.0 && (PyErr_Occurred() != nullptr || PyUnicode_Check(item) || PyBytes_Check(item))) {
+      PyErr_Clear();
+      throw TypeError(arg_name(op, name, k) + " must be a number, got " + type_name(item));
+    }
+    out.push_back(v);
+  }
+}
+
 void StreamPicker::add(const ArrayRef& r) {
   if (!r.stream) return;
   if (stream_ && stream_->handle != r.stream->handle)

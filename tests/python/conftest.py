@@ -186,7 +186,7 @@ def _install_array_library_mode() -> None:
 
     for name in ("sgd_update", "sgd_mom_update", "mp_sgd_update", "mp_sgd_mom_update",
                  "dcasgd_update", "mp_dcasgd_update", "multi_sgd_update", "multi_sgd_mom_update",
-                 "multi_mp_sgd_update", "multi_mp_sgd_mom_update", "sgd_update_rsp",
+                 "multi_mp_sgd_update", "multi_mp_sgd_mom_update", "multi_sgd_update_states", "sgd_update_rsp",
                  "sgd_mom_update_rsp", "check_sgd_args", "check_sgd_args_rsp", "check_dcasgd_args"):
         setattr(_fo._core, name, wrap(getattr(_fo._core, name)))
 
