@@ -251,3 +251,31 @@ def test_sgd_aggregated_fast_path_falls_back(rng):
     for k in range(3):
         assert_bitwise_equal(ws[k], ws_single[k], f"weight {k}")
     assert opt._index_update_count == {0: 3, 1: 3, 2: 3}
+
+
+@pytest.mark.parametrize("clip", [None, 0.05])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_results_do_not_depend_on_how_a_range_is_split(rng, cpu_capability, dtype, momentum, clip):
+    """Large ranges take other loop shapes than small ones (two side-by-side streams for plain SGD);
+    a tensor updated whole equals the same tensor updated in pieces smaller than any such threshold,
+    bitwise."""
+    n = 3 * 65536 + 12345
+    w = random_array(rng, (n,), dtype)
+    g = random_array(rng, (n,), dtype, 0.1)
+    m = random_array(rng, (n,), dtype, 0.01)
+    w2, m2 = w.copy(), m.copy()
+    kw = dict(lr=0.05, wd=0.01, rescale_grad=0.7, clip_gradient=clip)
+    for _ in range(2):
+        if momentum:
+            fusedopt.sgd_mom_update(w, g, m, momentum=momentum, **kw)
+        else:
+            fusedopt.sgd_update(w, g, **kw)
+        for b in range(0, n, 1000):
+            e = min(n, b + 1000)
+            if momentum:
+                fusedopt.sgd_mom_update(w2[b:e], g[b:e], m2[b:e], momentum=momentum, **kw)
+            else:
+                fusedopt.sgd_update(w2[b:e], g[b:e], **kw)
+    assert_bitwise_equal(w, w2)
+    assert_bitwise_equal(m, m2)
