@@ -11,6 +11,7 @@ from typing import Any, Callable, ClassVar, Sequence, TypeVar
 import numpy as np
 
 from . import _arrays
+from . import functional as F
 from ._validate import check_clip, check_finite, check_nonnegative
 
 __all__ = ["Optimizer", "create", "register"]
@@ -213,8 +214,6 @@ class Optimizer:
     def _update_count(self, index: Any) -> tuple[int, dict[Any, int], list[Any], list[Any]]:
         """Counts one update of each index (first seen: starts at begin_num_update). Returns a token
         for :meth:`_undo_count`, so a call rejected by validation leaves the counts as they were."""
-        from . import functional as F
-
         keys = index if type(index) is list else _as_list(index)
         counts = self._index_update_count
         num_update = self.num_update
