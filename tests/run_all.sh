@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fusedopt test on this machine: installs the package (pip, scikit-build-core), builds and
 # runs the C++ tests (ctest), runs the Python suite against the installed package once per CPU
-# capability this CPU supports, and smoke-runs the benchmark binaries when they were built.
+# capability this CPU supports and once more per array library (torch views and CPU copies; torch
+# CUDA and CuPy copies when a GPU is present), and smoke-runs the benchmark binaries when built.
 # Usage: bash tests/run_all.sh        (from anywhere; uses the python3 on PATH)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,13 +28,31 @@ for cap in $caps; do
      "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" .)
 done
 
-if (cd /tmp && "$py" -c "import torch" 2>/dev/null); then
-  echo "-- FUSEDOPT_TEST_ARRAY_LIBRARY=torch (every kernel call through torch tensors / DLPack)"
-  (cd "$root/tests/python" && FUSEDOPT_TEST_REQUIRE=1 FUSEDOPT_TEST_ARRAY_LIBRARY=torch \
+# The suite once more per array library: every kernel call receives that library's arrays instead
+# of the test's NumPy arrays (FUSEDOPT_TEST_ARRAY_LIBRARY, tests/python/conftest.py).
+library_pass() {
+  echo "-- FUSEDOPT_TEST_ARRAY_LIBRARY=$1 ($2)"
+  (cd "$root/tests/python" && FUSEDOPT_TEST_REQUIRE=1 FUSEDOPT_TEST_ARRAY_LIBRARY="$1" \
      "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" . \
      --deselect test_huge.py)
+}
+if (cd /tmp && "$py" -c "import torch" 2>/dev/null); then
+  library_pass torch "every kernel call through torch views / DLPack"
+  library_pass torch-copy "every kernel call on torch CPU copies, copied back: the CUDA passes' machinery"
 else
   echo "-- torch is not installed: the torch / DLPack passes are skipped (pip install torch)"
+fi
+if (cd /tmp && "$py" -c 'import sys, torch, fusedopt
+sys.exit(0 if torch.cuda.is_available() and fusedopt.cuda.is_available() else 1)' 2>/dev/null); then
+  library_pass torch-cuda "every kernel call on torch CUDA copies"
+else
+  echo "-- FUSEDOPT_TEST_ARRAY_LIBRARY=torch-cuda skipped: torch and fusedopt see no CUDA device"
+fi
+if (cd /tmp && "$py" -c 'import sys, cupy, fusedopt
+sys.exit(0 if cupy.cuda.is_available() and fusedopt.cuda.is_available() else 1)' 2>/dev/null); then
+  library_pass cupy "every kernel call on CuPy copies"
+else
+  echo "-- FUSEDOPT_TEST_ARRAY_LIBRARY=cupy skipped: CuPy is not installed or it and fusedopt see no CUDA device"
 fi
 
 if (cd /tmp && "$py" -c "import atheris" 2>/dev/null); then

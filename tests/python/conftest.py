@@ -11,9 +11,13 @@
   there because conftest is not importable), ``fusedopt`` (the module, or skip), ``device``,
   ``cpu_capability`` (forces each supported CPU kernel variant in turn; use it in tests whose
   sizes reach the SIMD body and tail).
+* ``FUSEDOPT_TEST_ARRAY_LIBRARY=torch|torch-copy|torch-cuda|cupy`` runs every native kernel call on
+  another array library's arrays (see the section at the end); ``numpy_memory`` marks the tests
+  that cannot run on copies.
 
-Nothing here imports fusedopt at collection time except ``available_devices()`` (guarded), so
-``test_reference_goldens.py`` runs without the package.
+Nothing here imports fusedopt at collection time except ``available_devices()`` (guarded) and a
+FUSEDOPT_TEST_ARRAY_LIBRARY mode other than numpy, so ``test_reference_goldens.py`` runs without
+the package.
 """
 from __future__ import annotations
 
@@ -48,12 +52,25 @@ def pytest_configure(config: pytest.Config) -> None:
             "markers", f"{marker}: skip unless the optional '{module}' package is importable")
     config.addinivalue_line("markers", "needs_cuda: skip unless fusedopt reports a CUDA device")
     config.addinivalue_line("markers", "slow: long-running test (large sizes)")
+    config.addinivalue_line(
+        "markers", "numpy_memory: checks the very NumPy memory a kernel call receives (zero-copy); "
+        "skipped when FUSEDOPT_TEST_ARRAY_LIBRARY passes copies (torch-copy, torch-cuda, cupy)")
+    if _ARRAY_LIBRARY not in _ARRAY_LIBRARY_MODES:
+        raise pytest.UsageError(
+            f"FUSEDOPT_TEST_ARRAY_LIBRARY={_ARRAY_LIBRARY!r} is not one of {', '.join(_ARRAY_LIBRARY_MODES)}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     missing = {m: mod for m, mod in _OPTIONAL.items() if not _have(mod)}
     cuda_ok = None
     for item in items:
+        if _ARRAY_LIBRARY_SKIP is not None:
+            item.add_marker(pytest.mark.skip(reason=_ARRAY_LIBRARY_SKIP))
+            continue
+        if _ARRAY_LIBRARY in _COPY_MODES and item.get_closest_marker("numpy_memory") is not None:
+            item.add_marker(pytest.mark.skip(
+                reason=f"checks the NumPy memory a kernel call receives; "
+                       f"FUSEDOPT_TEST_ARRAY_LIBRARY={_ARRAY_LIBRARY} passes copies"))
         for marker, module in missing.items():
             if item.get_closest_marker(marker) is not None:
                 item.add_marker(pytest.mark.skip(reason=f"needs the optional package '{module}'"))
@@ -137,61 +154,221 @@ def device(request: pytest.FixtureRequest) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# FUSEDOPT_TEST_ARRAY_LIBRARY=torch: every native kernel call receives torch.from_numpy views of the
-# test's writable float NumPy arrays (the same memory), so the whole suite runs through the DLPack
-# consumer with its assertions unchanged. Arrays torch cannot view (read-only, negative strides,
-# non-float) stay NumPy and keep testing the NumPy path.
-def _install_array_library_mode() -> None:
-    if os.environ.get("FUSEDOPT_TEST_ARRAY_LIBRARY", "numpy") != "torch":
-        return
-    import warnings as _warnings
+# FUSEDOPT_TEST_ARRAY_LIBRARY: the whole suite, assertions unchanged, with every native kernel call
+# (the functions in _WRAPPED) receiving another array library's arrays instead of the test's NumPy
+# arrays:
+#
+#   numpy (default)  nothing is wrapped.
+#   torch            torch.from_numpy views of the writable float arrays (the same memory), so the
+#                    calls go through the DLPack consumer. Arrays torch cannot view (read-only,
+#                    negative strides, non-float) stay NumPy, array by array.
+#   torch-copy       copies on fresh torch CPU tensors, copied back after the call: the copy
+#                    machinery of the two CUDA modes, runnable (and validated) without a GPU.
+#   torch-cuda       the same onto torch CUDA tensors (cuda:0).
+#   cupy             the same onto CuPy arrays (current device); CuPy has no bfloat16.
+#
+# The copy modes are all-or-nothing per call (_copy_plan): the call's float arrays are copied only
+# when every one is writable, aligned, C-contiguous, of a dtype the library has, and no two share
+# memory, and the call holds no other array-like (a torch tensor, a DLPack producer); otherwise the
+# whole call runs on NumPy, so tests of read-only, strided, overlapping or badly typed arguments
+# still test what they mean. Integer arrays (row-sparse indices) always stay NumPy. Every copy is
+# written back bitwise in a `finally`, grads included: a rejected call leaves the bytes as they were
+# unless the kernel wrote on the device before failing, which the suite's "nothing written" and
+# "grad never modified" assertions then catch. A test that checks the very memory a kernel call
+# receives (zero-copy) must be marked numpy_memory: it is skipped in the copy modes (none is today).
+#
+# Not wrapped: fusedopt._core.PreparedUpdate (opt.prepare(...)) and the C++ optimizers
+# (_core.cpp_SGD / cpp_DCASGD). Two files compare such an unwrapped CPU path bit for bit with
+# wrapped calls: test_prepared.py (PreparedStep.step() vs fused_step / update) and
+# test_cpp_agreement.py (the C++ optimizers vs the Python ones). In torch-copy mode both sides run
+# on the CPU; in the CUDA modes the wrapped side runs on the GPU, whose results may differ from the
+# CPU kernels in the last bit where FMA contraction differs: look there first on a GPU run.
+_ARRAY_LIBRARY_MODES = ("numpy", "torch", "torch-copy", "torch-cuda", "cupy")
+_COPY_MODES = ("torch-copy", "torch-cuda", "cupy")
+_ARRAY_LIBRARY = os.environ.get("FUSEDOPT_TEST_ARRAY_LIBRARY", "") or "numpy"
+_ARRAY_LIBRARY_SKIP: str | None = None  # why every test is skipped (the mode cannot run here)
 
-    import numpy as _np
-    import torch as _torch
+_WRAPPED = ("sgd_update", "sgd_mom_update", "mp_sgd_update", "mp_sgd_mom_update", "dcasgd_update",
+            "mp_dcasgd_update", "multi_sgd_update", "multi_sgd_mom_update", "multi_mp_sgd_update",
+            "multi_mp_sgd_mom_update", "multi_sgd_update_states", "sgd_update_rsp",
+            "sgd_mom_update_rsp", "check_sgd_args", "check_sgd_args_rsp", "check_dcasgd_args")
 
-    import fusedopt as _fo
+_BITS = {2: np.int16, 4: np.int32, 8: np.int64}  # bitwise copies through integer views
+_SCALARS = (bool, int, float, complex, str, bytes, np.generic)
 
+
+def _bf16():
     try:
-        import ml_dtypes as _ml
-
-        _bf16 = _np.dtype(_ml.bfloat16)
+        import ml_dtypes
     except ImportError:  # pragma: no cover
-        _bf16 = None
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _torch_views(torch):
+    """FUSEDOPT_TEST_ARRAY_LIBRARY=torch: a wrapper calling its ``__wrapped__`` with torch.from_numpy
+    views, array by array."""
+    import warnings
+
+    bf16 = _bf16()
 
     def conv(a):
         if isinstance(a, (list, tuple)):
             return type(a)(conv(x) for x in a)
-        if not isinstance(a, _np.ndarray) or not a.flags.writeable:
+        if not isinstance(a, np.ndarray) or not a.flags.writeable:
             return a
         try:
-            with _warnings.catch_warnings():
-                _warnings.simplefilter("ignore")
-                if _bf16 is not None and a.dtype == _bf16:
-                    return _torch.from_numpy(a.view(_np.int16)).view(_torch.bfloat16)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if bf16 is not None and a.dtype == bf16:
+                    return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
                 if a.dtype.kind == "f":
-                    return _torch.from_numpy(a)
+                    return torch.from_numpy(a)
         except (ValueError, TypeError, RuntimeError):
             pass  # e.g. negative strides: torch.from_numpy refuses them
         return a
 
-    def wrap(fn):
-        def call(*args, **kwargs):
-            converted = [conv(a) for a in args]
-            call.last_arg_types = [type(a) for a in converted]  # checked by test_array_library_mode
-            return fn(*converted, **kwargs)
+    def call(*args, **kwargs):
+        converted = [conv(a) for a in args]
+        call.last_arg_types = [type(a) for a in converted]  # checked by test_array_library_mode
+        return call.__wrapped__(*converted, **kwargs)
 
+    return call
+
+
+def _copy_plan(args, supported) -> list:
+    """The NumPy arrays of a call to copy to the library: all of its float arrays, or [] when the
+    call must run on NumPy (see the rules above)."""
+    arrays = []
+
+    def walk(x) -> bool:
+        if isinstance(x, np.ndarray):
+            if x.dtype.kind not in "iub":
+                arrays.append(x)
+            return True
+        if isinstance(x, (list, tuple)):
+            return all(walk(y) for y in x)
+        return x is None or isinstance(x, _SCALARS)  # anything else (a tensor...): stay NumPy
+
+    if not all(walk(a) for a in args) or not arrays:
+        return []
+    spans = []
+    for a in arrays:
+        if not (a.dtype in supported and a.flags.writeable and a.flags.c_contiguous
+                and a.flags.aligned):
+            return []
+        if a.nbytes:
+            spans.append((a.ctypes.data, a.ctypes.data + a.nbytes))
+    if len({id(a) for a in arrays}) != len(arrays):
+        return []  # the same array twice: it aliases itself
+    # A C-contiguous array's bytes are exactly [data, data + nbytes), so overlapping spans are
+    # exactly np.shares_memory (tests pass overlapping views on purpose to check the overlap errors).
+    spans.sort()
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        if start < end:
+            return []
+    return arrays
+
+
+def _torch_copies(torch, device: str):
+    """(supported dtypes, to_library, to_numpy) for copies on torch tensors of ``device``."""
+    bf16 = _bf16()
+    supported = {np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)}
+    if bf16 is not None:
+        supported.add(bf16)
+
+    def to_library(a):
+        if a.dtype == bf16:
+            return torch.from_numpy(a.view(np.int16)).to(device, copy=True).view(torch.bfloat16)
+        return torch.from_numpy(a).to(device, copy=True)
+
+    def to_numpy(t):
+        if t.dtype == torch.bfloat16:
+            t = t.view(torch.int16)
+        return t.cpu().numpy()
+
+    return supported, to_library, to_numpy
+
+
+def _cupy_copies(cupy):
+    """(supported dtypes, to_library, to_numpy) for copies on CuPy arrays (no bfloat16)."""
+    supported = {np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)}
+    return supported, cupy.asarray, cupy.asnumpy
+
+
+def _library_copies(supported, to_library, to_numpy):
+    """A wrapper calling its ``__wrapped__`` with library copies of the call's arrays (all or none),
+    copied back afterwards."""
+
+    def substitute(x, copies):
+        if isinstance(x, (list, tuple)):
+            return type(x)(substitute(y, copies) for y in x)
+        hit = copies.get(id(x)) if isinstance(x, np.ndarray) else None
+        return x if hit is None else hit[1]
+
+    def call(*args, **kwargs):
+        copies = {}
+        try:
+            for a in _copy_plan(args, supported):
+                copies[id(a)] = (a, to_library(a))
+        except (ValueError, TypeError, RuntimeError):
+            copies = {}  # e.g. torch refuses a negative stride of a size-1 dimension: all NumPy
+        converted = [substitute(a, copies) for a in args] if copies else list(args)
+        call.last_arg_types = [type(a) for a in converted]  # checked by test_array_library_mode
+        try:
+            return call.__wrapped__(*converted, **kwargs)
+        finally:
+            for a, copy in copies.values():
+                bits = _BITS[a.dtype.itemsize]
+                a.view(bits)[...] = to_numpy(copy).view(bits)
+
+    return call
+
+
+def _install_array_library_mode() -> str | None:
+    """Wraps the kernel functions for FUSEDOPT_TEST_ARRAY_LIBRARY; returns why every test must be
+    skipped instead (the library or the CUDA device is missing), or None."""
+    mode = _ARRAY_LIBRARY
+    if mode == "numpy" or mode not in _ARRAY_LIBRARY_MODES:
+        return None  # an unknown mode is a usage error (pytest_configure)
+    need = f"FUSEDOPT_TEST_ARRAY_LIBRARY={mode} needs"
+    try:
+        import fusedopt
+    except ImportError:
+        if os.environ.get("FUSEDOPT_TEST_REQUIRE", "") not in ("", "0"):
+            raise
+        return f"{need} fusedopt installed"
+    lib = "cupy" if mode == "cupy" else "torch"
+    cuda = f" a CUDA device seen by {lib} and fusedopt" if mode in ("torch-cuda", "cupy") else ""
+    try:
+        if mode == "cupy":
+            import cupy
+        else:
+            import torch
+    except ImportError:
+        return f"{need}{cuda} ({lib} is not installed)" if cuda else f"{need} torch installed"
+    if cuda:
+        lib_cuda = cupy.cuda.is_available() if mode == "cupy" else torch.cuda.is_available()
+        if not lib_cuda:
+            return f"{need}{cuda} ({lib} sees none)"
+        if not fusedopt.cuda.is_available():
+            built = "built with CUDA" if fusedopt.cuda.built_with_cuda() else "built without CUDA"
+            return f"{need}{cuda} (fusedopt sees none: {built})"
+
+    for name in _WRAPPED:
+        fn = getattr(fusedopt._core, name)
+        fn = getattr(fn, "__wrapped__", fn)  # never wrap twice
+        if mode == "torch":
+            call = _torch_views(torch)
+        elif mode == "cupy":
+            call = _library_copies(*_cupy_copies(cupy))
+        else:
+            call = _library_copies(*_torch_copies(torch, "cpu" if mode == "torch-copy" else "cuda:0"))
         call.__name__ = fn.__name__
+        call.__wrapped__ = fn  # the native function; tests may put a spy here
         call.last_arg_types = []
-        return call
-
-    for name in ("sgd_update", "sgd_mom_update", "mp_sgd_update", "mp_sgd_mom_update",
-                 "dcasgd_update", "mp_dcasgd_update", "multi_sgd_update", "multi_sgd_mom_update",
-                 "multi_mp_sgd_update", "multi_mp_sgd_mom_update", "multi_sgd_update_states", "sgd_update_rsp",
-                 "sgd_mom_update_rsp", "check_sgd_args", "check_sgd_args_rsp", "check_dcasgd_args"):
-        setattr(_fo._core, name, wrap(getattr(_fo._core, name)))
+        setattr(fusedopt._core, name, call)
+    return None
 
 
-try:
-    _install_array_library_mode()
-except ImportError:
-    pass
+_ARRAY_LIBRARY_SKIP = _install_array_library_mode()
