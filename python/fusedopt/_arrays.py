@@ -278,6 +278,18 @@ def _cupy_current_stream(cupy: Any, device: int) -> int:
             return int(cupy.cuda.get_current_stream().ptr)
 
 
+def _exchange_allowed(tp: type) -> bool:
+    """Whether the native consumer may read arrays of type ``tp`` through the producer's DLPack C
+    exchange API (``__dlpack_c_exchange_api__``) instead of ``__dlpack__``: PyTorch tensors (and
+    subclasses such as nn.Parameter) whose ``__dlpack__`` is torch's own. Those are writable and never
+    copied on export, and the table hands over the same memory ``__dlpack__`` would, without a capsule
+    per call. Asked once per type."""
+    torch = sys.modules.get("torch")
+    if torch is None or not issubclass(tp, torch.Tensor):
+        return False
+    return getattr(tp, "__dlpack__", None) is torch.Tensor.__dlpack__
+
+
 def _dlpack_export(a: Any) -> tuple[Any, int | None, int]:
     """Called by the native consumer for every non-NumPy argument, before ``__dlpack__``.
 

@@ -45,6 +45,8 @@ std::string arg_name(const char* op, const char* arg, std::int64_t index) {
          (index >= 0 ? "[" + std::to_string(index) + "]" : std::string());
 }
 
+std::string ArgLabel::str() const { return arg_name(op, arg, index); }
+
 bool numpy_view(py::handle obj, const char* op, const char* arg, std::int64_t index,
                 TensorView* view) {
   if (!py::isinstance<py::array>(obj)) return false;
@@ -85,10 +87,14 @@ bool numpy_view(py::handle obj, const char* op, const char* arg, std::int64_t in
 ArrayRef to_array_ref(py::handle obj, const char* op, const char* arg, std::int64_t index) {
   ArrayRef ref;
   if (!numpy_view(obj, op, arg, index, &ref.view)) {
-    // Not NumPy: a DLPack producer (PyTorch, CuPy, ...). Gradients are the only inputs.
-    const std::string name = arg_name(op, arg, index);
-    if (py::hasattr(obj, "__dlpack__")) return import_dlpack(obj, name, std::strncmp(arg, "grad", 4) != 0);
-    throw TypeError(name + " must be a NumPy array or a DLPack tensor (an object with __dlpack__), got " +
+    // Not NumPy: a DLPack producer (PyTorch, CuPy, ...). Gradients are the only inputs. PyTorch's
+    // C exchange table first: it needs no attribute lookup, capsule or deleter per array.
+    const ArgLabel label{op, arg, index};
+    const bool output = std::strncmp(arg, "grad", 4) != 0;
+    if (import_dlpack_exchange(obj, label, output, &ref)) return ref;
+    if (py::hasattr(obj, "__dlpack__")) return import_dlpack(obj, label, output);
+    throw TypeError(arg_name(op, arg, index) +
+                    " must be a NumPy array or a DLPack tensor (an object with __dlpack__), got " +
                     type_name(obj));
   }
   ref.owner = py::reinterpret_borrow<py::object>(obj);

@@ -167,9 +167,9 @@ const char* dl_device_name(std::int32_t type) {
 /// Fills `view` from `t`; throws (leaving the capsule to its own destructor) when fusedopt cannot use
 /// the tensor as it is.
 void fill_view(const DLTensor& t, std::uint64_t flags, bool versioned, int trust, bool output,
-               const std::string& name, py::handle producer, TensorView* view) {
+               const ArgLabel& label, py::handle producer, TensorView* view) {
   if (versioned && (flags & kFlagIsCopied) != 0 && output)
-    throw py::buffer_error(name + " is a copy made by its producer (DLPack flag IS_COPIED): an "
+    throw py::buffer_error(label.str() + " is a copy made by its producer (DLPack flag IS_COPIED): an "
                                   "in-place update of it would be lost");
 
   switch (t.device.device_type) {
@@ -178,20 +178,20 @@ void fill_view(const DLTensor& t, std::uint64_t flags, bool versioned, int trust
     case kDLCUDAHost: view->device = Device{DeviceType::kCUDAHost, t.device.device_id}; break;
     case kDLCUDAManaged: view->device = Device{DeviceType::kCUDAManaged, t.device.device_id}; break;
     default:
-      throw py::buffer_error(name + " is on DLPack device " + dl_device_name(t.device.device_type) +
+      throw py::buffer_error(label.str() + " is on DLPack device " + dl_device_name(t.device.device_type) +
                              " (type " + std::to_string(t.device.device_type) +
                              "); fusedopt supports cpu, cuda, cuda_host and cuda_managed");
   }
 
-  if (t.ndim < 0) throw py::buffer_error(name + ": malformed DLPack tensor (ndim < 0)");
+  if (t.ndim < 0) throw py::buffer_error(label.str() + ": malformed DLPack tensor (ndim < 0)");
   if (t.ndim > TensorView::kMaxDims)
-    throw ValueError(name + " has " + std::to_string(t.ndim) +
+    throw ValueError(label.str() + " has " + std::to_string(t.ndim) +
                      " dimensions; fusedopt supports at most " + std::to_string(TensorView::kMaxDims));
   if (!dtype_of(t.dtype, &view->dtype))
-    throw TypeError(name + " must have dtype float16, bfloat16, float32 or float64, got " +
+    throw TypeError(label.str() + " must have dtype float16, bfloat16, float32 or float64, got " +
                     dl_dtype_string(t.dtype));
   if (t.ndim > 0 && t.shape == nullptr)
-    throw py::buffer_error(name + ": malformed DLPack tensor (NULL shape with ndim > 0)");
+    throw py::buffer_error(label.str() + ": malformed DLPack tensor (NULL shape with ndim > 0)");
 
   const auto ndim = t.ndim;
   view->ndim = ndim;
@@ -199,14 +199,14 @@ void fill_view(const DLTensor& t, std::uint64_t flags, bool versioned, int trust
   for (std::int32_t i = 0; i < ndim; ++i) {
     const std::int64_t d = t.shape[i];
     if (d < 0)
-      throw ValueError(name + " has a negative dimension (" + std::to_string(d) + ") in its shape");
+      throw ValueError(label.str() + " has a negative dimension (" + std::to_string(d) + ") in its shape");
     view->shape[static_cast<std::size_t>(i)] = d;
     if (__builtin_mul_overflow(numel, d, &numel))
-      throw ValueError(name + " has more elements than fit in 64 bits");
+      throw ValueError(label.str() + " has more elements than fit in 64 bits");
   }
   std::int64_t nbytes = 0;
   if (__builtin_mul_overflow(numel, static_cast<std::int64_t>(dtype_size(view->dtype)), &nbytes))
-    throw ValueError(name + " has more bytes than fit in 64 bits");
+    throw ValueError(label.str() + " has more bytes than fit in 64 bits");
 
   // Strides in elements. NULL = compact row-major (DLPack < 1.2). Size-1 dimensions may carry any
   // stride: they are normalised to the row-major value, so only real layout differences remain. The
@@ -235,7 +235,7 @@ void fill_view(const DLTensor& t, std::uint64_t flags, bool versioned, int trust
   } else {
     view->read_only = trust != kKnownWritable;
     if (view->read_only && output && trust == kUnknownProducer)
-      throw ValueError(name + ": " + type_name(producer) +
+      throw ValueError(label.str() + ": " + type_name(producer) +
                        " exported a legacy (unversioned) DLPack capsule, which cannot say whether "
                        "the array is read-only; fusedopt writes only through versioned capsules "
                        "(__dlpack__(max_version=(1, 0))) or legacy ones from NumPy, PyTorch and CuPy");
@@ -247,6 +247,86 @@ Stream to_stream(const py::handle& s) {
   const auto v = s.cast<std::intptr_t>();
   // 1 = the legacy default stream (fusedopt's null Stream); 2 = cudaStreamPerThread; else a pointer.
   return Stream{v == 1 ? nullptr : reinterpret_cast<void*>(v)};
+}
+
+// ---- the C exchange API (DLPack 1.2+) ---------------------------------------------------------------
+
+/// Conversions done through a producer's C exchange API (for the tests) and whether it may be used.
+std::int64_t g_exchange_conversions = 0;
+bool g_exchange_enabled = true;
+
+/// One entry per Python type seen by import_dlpack: its exchange table, or null when fusedopt does not
+/// use one for that type. Strong references keep the type (so its address is never reused by another
+/// type) and the capsule (whose table must outlive its use) alive. Read and written with the GIL held.
+struct ExchangeEntry {
+  PyTypeObject* type;
+  py::object type_ref, capsule;
+  const DLPackExchangeAPI* api;
+};
+
+/// The exchange table for objects of `obj`'s type, or null. `fusedopt._arrays._exchange_allowed(type)`
+/// decides which types may skip __dlpack__: those of producers whose arrays are known writable and
+/// never copied on export, and whose __dlpack__ is not overridden (a subclass that customises its
+/// export keeps it). The table must be of our major version and provide the two functions we call.
+const DLPackExchangeAPI* exchange_api_for(py::handle obj) {
+  PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<std::vector<ExchangeEntry>> storage;
+  auto& cache = storage.call_once_and_store_result([] { return std::vector<ExchangeEntry>(); })
+                    .get_stored();
+  PyTypeObject* tp = Py_TYPE(obj.ptr());
+  for (const ExchangeEntry& e : cache)
+    if (e.type == tp) return e.api;
+  ExchangeEntry entry{tp, py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(tp)),
+                      py::object(), nullptr};
+  PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> allowed;
+  const py::object& allowed_fn =
+      allowed
+          .call_once_and_store_result(
+              [] { return py::module_::import("fusedopt._arrays").attr("_exchange_allowed"); })
+          .get_stored();
+  if (allowed_fn(entry.type_ref).cast<bool>()) {
+    PyObject* cap = PyObject_GetAttrString(entry.type_ref.ptr(), "__dlpack_c_exchange_api__");
+    if (cap != nullptr && PyCapsule_IsValid(cap, kExchangeApiCapsuleName)) {
+      const auto* api =
+          static_cast<const DLPackExchangeAPI*>(PyCapsule_GetPointer(cap, kExchangeApiCapsuleName));
+      if (api != nullptr && api->header.version.major == kMajorVersion &&
+          api->dltensor_from_py_object_no_sync != nullptr && api->current_work_stream != nullptr) {
+        entry.api = api;
+        entry.capsule = py::reinterpret_steal<py::object>(cap);
+        cap = nullptr;
+      }
+    }
+    Py_XDECREF(cap);
+    PyErr_Clear();  // no attribute / not a capsule: the type just has no usable table
+  }
+  cache.push_back(std::move(entry));
+  return cache.back().api;
+}
+
+/// The exchange-API path of import_dlpack: a view of `obj` without __dlpack__, or nullopt (no Python
+/// error pending) when the producer declines, so the caller takes the __dlpack__ path, which reports
+/// the reason (or, for a torch tensor that requires grad, detaches it).
+std::optional<ArrayRef> import_exchange(py::handle obj, const ArgLabel& label, bool output) {
+  if (!g_exchange_enabled) return std::nullopt;
+  const DLPackExchangeAPI* api = exchange_api_for(obj);
+  if (api == nullptr) return std::nullopt;
+  DLTensor t{};
+  if (api->dltensor_from_py_object_no_sync(obj.ptr(), &t) != 0) {
+    PyErr_Clear();
+    return std::nullopt;
+  }
+  ArrayRef ref;
+  // What the table gives is a plain DLTensor (no flags): the producer is a known-writable one.
+  fill_view(t, 0, false, kKnownWritable, output, label, obj, &ref.view);
+  if (ref.view.device.type == DeviceType::kCUDA) {
+    // Launch on the producer's current stream, as the __dlpack__ path does (no synchronisation).
+    void* stream = nullptr;
+    if (api->current_work_stream(kDLCUDA, t.device.device_id, &stream) != 0)
+      throw py::error_already_set();
+    ref.stream = Stream{stream};
+  }
+  ref.owner = py::reinterpret_borrow<py::object>(obj);
+  ++g_exchange_conversions;
+  return ref;
 }
 
 }  // namespace
@@ -274,7 +354,16 @@ void DLPackHolder::reset() noexcept {
   }
 }
 
-ArrayRef import_dlpack(py::handle obj, const std::string& name, bool output) {
+bool import_dlpack_exchange(py::handle obj, const ArgLabel& label, bool output, ArrayRef* out) {
+  std::optional<ArrayRef> fast = import_exchange(obj, label, output);
+  if (!fast) return false;
+  *out = std::move(*fast);
+  return true;
+}
+
+ArrayRef import_dlpack(py::handle obj, const ArgLabel& label, bool output) {
+  if (std::optional<ArrayRef> fast = import_exchange(obj, label, output)) return std::move(*fast);
+  const std::string name = label.str();
   auto producer = [&obj] { return type_name(obj); };
   py::tuple exported = export_adapter()(obj);
   py::object src = exported[0];
@@ -326,7 +415,7 @@ ArrayRef import_dlpack(py::handle obj, const std::string& name, bool output) {
   }
 
   ArrayRef ref;
-  fill_view(*t, flags, versioned, trust, output, name, obj, &ref.view);
+  fill_view(*t, flags, versioned, trust, output, label, obj, &ref.view);
   if (stream && !stream.is_none() && ref.view.device.type == DeviceType::kCUDA)
     ref.stream = to_stream(stream);
 
@@ -514,6 +603,18 @@ void bind_dlpack_testing(py::module_& m) {
   using namespace pybind11::literals;
   py::module_ sub = m.def_submodule(
       "_testing", "Test helpers for fusedopt's DLPack consumer (private; not part of the API).");
+
+  sub.def(
+      "exchange_conversions", [] { return g_exchange_conversions; },
+      "Arguments converted through a producer's DLPack C exchange API so far.");
+  sub.def(
+      "set_exchange_enabled",
+      [](bool on) {
+        const bool was = g_exchange_enabled;
+        g_exchange_enabled = on;
+        return was;
+      },
+      "on"_a, "Use (True) or skip (False) producers' C exchange API; returns the previous setting.");
 
   py::class_<TestTensor>(sub, "DLPackTestTensor",
                          "A hand-made DLPack producer; see make_tensor. Counts its deleter calls.")

@@ -19,6 +19,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <string>
 
 namespace fusedopt::python {
@@ -26,6 +27,14 @@ namespace fusedopt::python {
 namespace py = pybind11;
 
 struct ArrayRef;
+
+/// An argument's label for messages ("sgd_update: weights[3]"), built only when a message needs it.
+struct ArgLabel {
+  const char* op;
+  const char* arg;
+  std::int64_t index = -1;  ///< >= 0 for list arguments
+  std::string str() const;
+};
 
 /// Owns a managed DLPack tensor taken from a capsule; calls its deleter exactly once. Move-only.
 class DLPackHolder {
@@ -57,10 +66,14 @@ class DLPackHolder {
   bool versioned_ = false;
 };
 
-/// Converts a DLPack producer `obj` to a view (see the protocol above). `name` labels the argument in
+/// Converts a DLPack producer `obj` to a view (see the protocol above). `label` names the argument in
 /// messages ("sgd_update: weight"); `output` is true for arrays the operator writes (weights, states,
 /// masters): a copied (IS_COPIED) or untrusted legacy tensor is refused for those, accepted for grads.
-ArrayRef import_dlpack(py::handle obj, const std::string& name, bool output);
+ArrayRef import_dlpack(py::handle obj, const ArgLabel& label, bool output);
+
+/// The first step of import_dlpack alone: true and `*out` filled when `obj`'s type offers a usable DLPack
+/// C exchange API (PyTorch) and the producer accepted; false otherwise (no error pending).
+bool import_dlpack_exchange(py::handle obj, const ArgLabel& label, bool output, ArrayRef* out);
 
 /// Registers `_core._testing`: a hand-made DLPack producer for the consumer's tests
 /// (`make_tensor(...)`) and `inspect(obj, name)`, which returns the view `to_array_ref` builds.

@@ -110,6 +110,28 @@ struct DLManagedTensorVersioned {
   DLTensor dl_tensor;
 };
 
+/// The C exchange API of DLPack 1.2+ (`type(obj).__dlpack_c_exchange_api__`, a PyCapsule named
+/// "dlpack_exchange_api"): a producer's function table, so a consumer gets a DLTensor without a
+/// capsule, a managed tensor or a deleter per call. Only the entries fusedopt calls are typed.
+constexpr const char* kExchangeApiCapsuleName = "dlpack_exchange_api";
+
+struct DLPackExchangeAPIHeader {
+  DLPackVersion version;
+  DLPackExchangeAPIHeader* prev_api;
+};
+
+struct DLPackExchangeAPI {
+  DLPackExchangeAPIHeader header;
+  void* managed_tensor_allocator;
+  void* managed_tensor_from_py_object_no_sync;
+  void* managed_tensor_to_py_object_no_sync;
+  /// Fills a caller-provided DLTensor (shape/strides owned by the producer, valid until control
+  /// returns to Python); 0 on success, -1 with a Python exception set. May be NULL.
+  int (*dltensor_from_py_object_no_sync)(void* py_object, DLTensor* out);
+  /// The producer's current stream for a device (torch.cuda.current_stream); 0 or -1 as above.
+  int (*current_work_stream)(std::int32_t device_type, std::int32_t device_id, void** out_stream);
+};
+
 static_assert(sizeof(void*) == 8, "fusedopt's DLPack consumer assumes a 64-bit (LP64/LLP64) ABI");
 static_assert(sizeof(DLDevice) == 8 && sizeof(DLDataType) == 4, "DLPack ABI");
 static_assert(offsetof(DLTensor, device) == 8 && offsetof(DLTensor, ndim) == 16 &&
@@ -126,5 +148,9 @@ static_assert(offsetof(DLManagedTensorVersioned, manager_ctx) == 8 &&
                   offsetof(DLManagedTensorVersioned, dl_tensor) == 32 &&
                   sizeof(DLManagedTensorVersioned) == 80,
               "DLPack ABI: DLManagedTensorVersioned layout");
+static_assert(sizeof(DLPackExchangeAPIHeader) == 16 &&
+                  offsetof(DLPackExchangeAPI, dltensor_from_py_object_no_sync) == 40 &&
+                  offsetof(DLPackExchangeAPI, current_work_stream) == 48,
+              "DLPack ABI: DLPackExchangeAPI layout");
 
 }  // namespace fusedopt::python::dlpack

@@ -538,3 +538,116 @@ def test_threads_update_different_parameters(rng):
         t.join()
     for w, e in zip(ws, expected):
         assert_bitwise_equal(to_np(w), e)
+
+
+# ------------------------------------------------------------------------------------------------
+# The DLPack C exchange API (type(t).__dlpack_c_exchange_api__): PyTorch tensors are read through the
+# producer's function table, without __dlpack__, a capsule or a deleter per argument. The results,
+# the errors and the streams must be those of the __dlpack__ path.
+
+class _exchange_disabled:
+    def __enter__(self) -> None:
+        self.was = T.set_exchange_enabled(False)
+
+    def __exit__(self, *exc: Any) -> None:
+        T.set_exchange_enabled(self.was)
+
+
+HAS_EXCHANGE = hasattr(torch.Tensor, "__dlpack_c_exchange_api__")
+needs_exchange = pytest.mark.skipif(not HAS_EXCHANGE, reason="this torch has no DLPack C exchange API")
+
+
+@needs_exchange
+@pytest.mark.parametrize("kind", ["tensor", "parameter"])
+def test_exchange_api_reads_torch_tensors(rng, device, kind):
+    """Plain tensors and nn.Parameters (requires_grad) take the exchange path: no __dlpack__ call, same
+    bits as the __dlpack__ path, the parameter itself updated in place."""
+    w0, g, m0 = (rand(rng, (5, 7), "float32") for _ in range(3))
+    results = []
+    for enabled in (True, False):
+        w, gt, m = to_torch(w0, device), to_torch(g, device), to_torch(m0, device)
+        if kind == "parameter":
+            w = torch.nn.Parameter(w)
+        before = T.exchange_conversions()
+        if enabled:
+            fo.sgd_mom_update(w, gt, m, lr=0.1, momentum=0.9, wd=0.01)
+            assert T.exchange_conversions() - before == 3
+        else:
+            with _exchange_disabled():
+                fo.sgd_mom_update(w, gt, m, lr=0.1, momentum=0.9, wd=0.01)
+            assert T.exchange_conversions() == before
+        results.append((to_np(w.detach()), to_np(m)))
+        assert_bitwise_equal(to_np(gt), g, "grad modified")
+    assert_bitwise_equal(results[0][0], results[1][0], "weight")
+    assert_bitwise_equal(results[0][1], results[1][1], "mom")
+
+
+@needs_exchange
+def test_exchange_api_not_used_when_dlpack_is_overridden():
+    calls = []
+
+    class Custom(torch.Tensor):
+        def __dlpack__(self, **kw: Any) -> Any:  # noqa: D105
+            calls.append(kw)
+            return torch.Tensor.__dlpack__(self, **kw)
+
+    w = torch.ones(4).as_subclass(Custom)
+    before = T.exchange_conversions()
+    fo.sgd_update(w, torch.ones(4), lr=0.5)
+    assert len(calls) == 1 and T.exchange_conversions() - before == 1  # only the plain grad
+    assert torch.equal(w.as_subclass(torch.Tensor), torch.full((4,), 0.5))
+
+
+@needs_exchange
+@pytest.mark.parametrize("case", ["transposed", "int32", "complex", "sparse", "shape", "aliased"])
+def test_exchange_api_errors_equal_dlpack_path(case):
+    """Every refusal reads the same with and without the exchange path, and writes nothing."""
+    def make():
+        w, g = torch.ones(4, 4), torch.ones(4, 4)
+        if case == "transposed":
+            w = torch.ones(4, 4).t()
+        elif case == "int32":
+            w = torch.ones(4, 4, dtype=torch.int32)
+        elif case == "complex":
+            g = torch.ones(4, 4, dtype=torch.complex64)
+        elif case == "sparse":
+            g = torch.ones(4, 4).to_sparse()
+        elif case == "shape":
+            g = torch.ones(4, 5)
+        elif case == "aliased":
+            g = w[:, :]
+        return w, g
+
+    outcomes = []
+    for enabled in (True, False):
+        w, g = make()
+        before = w.clone()
+        T.set_exchange_enabled(enabled)
+        try:
+            with pytest.raises((TypeError, ValueError, BufferError)) as err:
+                fo.sgd_update(w, g, lr=0.5)
+        finally:
+            T.set_exchange_enabled(True)
+        assert torch.equal(w, before)
+        outcomes.append((err.type, str(err.value)))
+    assert outcomes[0] == outcomes[1]
+
+
+@needs_exchange
+def test_exchange_api_aggregated_list_of_parameters(rng):
+    """A whole parameter list (the optimizer's aggregated step) through the exchange path equals the
+    per-tensor NumPy kernels."""
+    shapes = [(3,), (4, 5), (), (0,), (2, 3, 4)]
+    w_np = [rand(rng, s, "float32") for s in shapes]
+    g_np = [rand(rng, s, "float32") for s in shapes]
+    params = [torch.nn.Parameter(torch.from_numpy(w.copy())) for w in w_np]
+    grads = [torch.from_numpy(g) for g in g_np]
+    opt = fo.SGD(learning_rate=0.1, momentum=0.9, aggregate_num=float("inf"))
+    states = [opt.create_state(k, p) for k, p in enumerate(params)]
+    before = T.exchange_conversions()
+    opt.update(list(range(len(params))), params, grads, states)
+    assert T.exchange_conversions() - before == 3 * len(params)
+    for k in range(len(shapes)):
+        m = np.zeros_like(w_np[k])
+        fo.sgd_mom_update(w_np[k], g_np[k], m, lr=0.1, momentum=0.9)
+        assert_bitwise_equal(to_np(params[k].detach()), w_np[k], f"weight {k}")
