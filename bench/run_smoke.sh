@@ -8,6 +8,7 @@
 # Google Benchmark changed --benchmark_min_time between releases: 1.7 (Debian 12) takes a number of
 # seconds ("0.01"), 1.8+ wants a unit ("0.01s") and rejects or warns on a bare number. The script asks
 # the first binary which form it accepts. Extra arguments for every binary: BENCH_SMOKE_ARGS.
+# bench_sgd_cuda (CUDA builds) runs too when it was built; its pipelined cases have a fixed iteration count.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +22,11 @@ for b in "${bins[@]}"; do
     exit 2
   fi
 done
+# Built only with CUDA (-DFUSEDOPT_CUDA=ON/AUTO and nvcc): run it when it is there. Without a CUDA device it
+# prints one line and exits 0.
+if [[ -x "$bindir/bench_sgd_cuda" ]]; then
+  bins+=(bench_sgd_cuda)
+fi
 
 # Probe the min_time syntax on a filter that matches nothing (no allocation, no floor measurement).
 probe() { FUSEDOPT_BENCH_FLOOR_GBPS=1 "$bindir/${bins[0]}" --benchmark_filter='^$NONE' "--benchmark_min_time=$1" >/dev/null 2>&1; }
