@@ -335,7 +335,8 @@ void DCASGD::check(const Item& it) {
 }
 
 void DCASGD::apply(std::vector<Item>& items) {
-  for (Item& it : items) {
+  if (items.size() == 1) {
+    Item& it = items.front();
     ParamState& st = *it.state;
     const TensorView* mom = st.mom.bytes ? &st.mom.view : nullptr;
     const DcasgdParams p{it.lr, it.wd, mom ? momentum_ : 0.0, lamda_, rescale_grad(),
@@ -344,6 +345,33 @@ void DCASGD::apply(std::vector<Item>& items) {
       mp_dcasgd_update(it.weight, it.grad, mom, st.prev.view, st.weight32.view, p);
     else
       dcasgd_update(it.weight, it.grad, mom, st.prev.view, p);
+    return;
+  }
+  // One aggregated call per (master, momentum) kind, in order of first appearance (the caller has
+  // validated every item already, so a later group cannot fail after an earlier one wrote).
+  for (const bool master : {false, true}) {
+    for (const bool with_mom : {false, true}) {
+      std::vector<TensorView> w, gr, m, prev, w32;
+      MultiDcasgdParams p;
+      p.momentum = with_mom ? momentum_ : 0.0;
+      p.lamda = lamda_;
+      p.rescale_grad = rescale_grad();
+      p.clip_gradient = clip_gradient();
+      for (Item& it : items) {
+        const ParamState& st = *it.state;
+        if (st.master != master || (st.mom.bytes != nullptr) != with_mom) continue;
+        w.push_back(it.weight);
+        gr.push_back(it.grad);
+        if (with_mom) m.push_back(st.mom.view);
+        prev.push_back(st.prev.view);
+        if (master) w32.push_back(st.weight32.view);
+        p.lrs.push_back(it.lr);
+        p.wds.push_back(it.wd);
+      }
+      if (w.empty()) continue;
+      if (master) multi_mp_dcasgd_update(w, gr, m, prev, w32, p);
+      else multi_dcasgd_update(w, gr, m, prev, p);
+    }
   }
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from typing import Any
 
 import numpy as np
@@ -9,7 +11,9 @@ import numpy as np
 from . import _arrays
 from . import functional as F
 from ._validate import check_nonnegative
-from .optimizer import DEFAULT_LEARNING_RATE, Optimizer, _as_list, register, resolve_default_lr
+from .optimizer import (DEFAULT_LEARNING_RATE, Optimizer, _as_call_list, _as_list, _same_lengths,
+                        register,
+                        resolve_default_lr)
 from .prepared import PreparedStep
 from .sgd import _acc_dtype, _master_state, _preprocess
 
@@ -143,32 +147,74 @@ class DCASGD(Optimizer):
         return PreparedStep(self, indices, cores)
 
     def fused_step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
-        """One fused DCASGD kernel per tensor (counts every index first; with several tensors every
-        one is validated before the first is written)."""
-        indices, weights = _as_list(indices), _as_list(weights)
-        grads, states = _as_list(grads), _as_list(states)
+        """Fused DCASGD kernels. Counts every index first. One tensor: one kernel call. A list: one
+        aggregated call (one parallel region) per kind of tensor (master or not, momentum buffer or
+        not), the whole list validated before the first write."""
+        indices, weights = _as_call_list(indices), _as_call_list(weights)
+        grads, states = _as_call_list(grads), _as_call_list(states)
+        _same_lengths("fused_step", indices, weights, grads, states)
         token = self._update_count(indices)
+        kw = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient,
+              "momentum": self.momentum, "lamda": self.lamda}
         try:
             lrs, wds = self._checked_rates(indices)
-            if len(weights) > 1:
-                for weight, grad, state in zip(weights, grads, states):
-                    self._check(weight, grad, state, master=self._use_master(weight))
-            kw = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient,
-                  "momentum": self.momentum, "lamda": self.lamda}
-            first = True
-            for weight, grad, state, lr, wd in zip(weights, grads, states, lrs, wds):
+            if len(weights) == 1:
+                weight, grad, state = weights[0], grads[0], states[0]
                 if self._use_master(weight):
                     master, inner = _master_state(state)
                     mom, prev32 = _dcasgd_state(inner)
-                    F.mp_dcasgd_update(weight, grad, mom, prev32, master, lr=lr, wd=wd, **kw)
+                    F.mp_dcasgd_update(weight, grad, mom, prev32, master, lr=lrs[0], wd=wds[0], **kw)
                 else:
                     mom, prev = _dcasgd_state(state)
-                    F.dcasgd_update(weight, grad, mom, prev, lr=lr, wd=wd, **kw)
+                    F.dcasgd_update(weight, grad, mom, prev, lr=lrs[0], wd=wds[0], **kw)
+                return
+            if (not self.multi_precision and set(map(type, states)) == {tuple}
+                    and set(map(len, states)) == {2}):
+                # The usual list: (mom or None, prev) tuples, split by C-level iteration; one call
+                # when the momentum buffers are all there or all None.
+                moms, prevs = (list(c) for c in zip(*states))
+                n_none = sum(map(_IS_NONE, moms))
+                if n_none in (0, len(moms)):
+                    F.multi_dcasgd_update(weights, grads, None if n_none else moms, prevs, lrs=lrs,
+                                          wds=wds, **kw)
+                    return
+            groups: dict[tuple[bool, bool], list[int]] = {}
+            split = []
+            for k, (weight, state) in enumerate(zip(weights, states)):
+                master = self._use_master(weight)
+                if master:
+                    w32, inner = _master_state(state)
+                    mom, prev = _dcasgd_state(inner)
+                else:
+                    w32, (mom, prev) = None, _dcasgd_state(state)
+                split.append((mom, prev, w32))
+                groups.setdefault((master, mom is not None), []).append(k)
+            if len(groups) > 1:
+                for weight, grad, state in zip(weights, grads, states):
+                    self._check(weight, grad, state, master=self._use_master(weight))
+        except BaseException:
+            self._undo_count(token)
+            raise
+        first = True
+        try:
+            for (master, has_mom), part in groups.items():
+                ws, gs = [weights[k] for k in part], [grads[k] for k in part]
+                moms = [split[k][0] for k in part] if has_mom else None
+                prevs = [split[k][1] for k in part]
+                rates = {"lrs": [lrs[k] for k in part], "wds": [wds[k] for k in part]}
+                if master:
+                    F.multi_mp_dcasgd_update(ws, gs, moms, prevs, [split[k][2] for k in part],
+                                             **rates, **kw)
+                else:
+                    F.multi_dcasgd_update(ws, gs, moms, prevs, **rates, **kw)
                 first = False
         except BaseException:
             if first:
                 self._undo_count(token)
             raise
+
+
+_IS_NONE = functools.partial(operator.is_, None)
 
 
 def _dcasgd_state(state: Any) -> tuple[Any, Any]:

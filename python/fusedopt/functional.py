@@ -21,6 +21,8 @@ __all__ = [
     "mp_dcasgd_update",
     "mp_sgd_mom_update",
     "mp_sgd_update",
+    "multi_dcasgd_update",
+    "multi_mp_dcasgd_update",
     "multi_mp_sgd_mom_update",
     "multi_mp_sgd_update",
     "multi_sgd_mom_update",
@@ -177,6 +179,61 @@ def mp_dcasgd_update(
     _dense_only("mp_dcasgd_update", grad)
     _core.mp_dcasgd_update(
         weight, grad, mom, prev32, weight32, lr=lr, momentum=momentum, lamda=lamda, wd=wd,
+        rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+    )
+
+
+def _dense_only_all(op: str, grads: Sequence[Any]) -> None:
+    if RowSparseArray not in map(type, grads):  # the common case, without a Python-level loop
+        return
+    for k, grad in enumerate(grads):
+        if isinstance(grad, RowSparseArray):
+            raise TypeError(f"{op}: grads[{k}] must be dense; row-sparse gradients are supported by "
+                            "sgd_update and sgd_mom_update")
+
+
+def multi_dcasgd_update(
+    weights: Sequence[Any],
+    grads: Sequence[Any],
+    moms: Sequence[Any] | None,
+    prevs: Sequence[Any],
+    *,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    momentum: float = 0.0,
+    lamda: float = 0.04,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+) -> None:
+    """Aggregated :func:`dcasgd_update` of parallel lists (not an MXNet operator): tensor k uses
+    ``lrs[k]`` and ``wds[k]``; ``moms`` is None (no momentum; then ``momentum`` must be 0) or one
+    buffer per weight. One validation of the whole call before any write, one parallel region."""
+    _dense_only_all("multi_dcasgd_update", grads)
+    _core.multi_dcasgd_update(
+        weights, grads, moms, prevs, None, lrs=lrs, wds=wds, momentum=momentum, lamda=lamda,
+        rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+    )
+
+
+def multi_mp_dcasgd_update(
+    weights: Sequence[Any],
+    grads: Sequence[Any],
+    moms: Sequence[Any] | None,
+    prevs32: Sequence[Any],
+    weights32: Sequence[Any],
+    *,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    momentum: float = 0.0,
+    lamda: float = 0.04,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+) -> None:
+    """Aggregated :func:`mp_dcasgd_update` of parallel lists (float32 ``prevs32``, ``weights32`` and
+    ``moms`` when given)."""
+    _dense_only_all("multi_mp_dcasgd_update", grads)
+    _core.multi_mp_dcasgd_update(
+        weights, grads, moms, prevs32, weights32, lrs=lrs, wds=wds, momentum=momentum, lamda=lamda,
         rescale_grad=rescale_grad, clip_gradient=clip_gradient,
     )
 

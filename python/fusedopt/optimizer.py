@@ -45,6 +45,13 @@ def _as_list(x: Any) -> list[Any]:
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def _same_lengths(op: str, indices: list[Any], weights: list[Any], grads: list[Any],
+                  states: list[Any]) -> None:
+    if not len(indices) == len(weights) == len(grads) == len(states):
+        raise ValueError(f"{op}: indices, weights, grads and states must have the same length, got "
+                         f"{len(indices)}, {len(weights)}, {len(grads)} and {len(states)}")
+
+
 def _as_call_list(x: Any) -> list[Any]:
     """_as_list for use within one call: a list is returned as is (not copied), since nothing keeps
     it past the call."""

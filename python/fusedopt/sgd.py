@@ -13,7 +13,8 @@ import numpy as np
 from . import _arrays
 from . import functional as F
 from ._validate import check_nonnegative
-from .optimizer import (DEFAULT_LEARNING_RATE, Optimizer, _as_call_list, _as_list, register,
+from .optimizer import (DEFAULT_LEARNING_RATE, Optimizer, _as_call_list, _as_list, _same_lengths,
+                        register,
                         resolve_default_lr)
 from .prepared import PreparedStep
 from .sparse import RowSparseArray
@@ -162,6 +163,7 @@ class SGD(Optimizer):
             return self._fused_one(indices[0], weights[0], grads[0], states[0])
         indices, weights = _as_call_list(indices), _as_call_list(weights)
         grads, states = _as_call_list(grads), _as_call_list(states)
+        _same_lengths("fused_step", indices, weights, grads, states)
         token = self._update_count(indices)
         try:
             lrs, wds = self._checked_rates(indices)

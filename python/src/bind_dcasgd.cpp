@@ -1,4 +1,5 @@
 // bind_dcasgd.cpp — Python bindings of DCASGD: convert, release the GIL, call the C++ API.
+#include <memory>
 #include <optional>
 
 #include "bind_common.h"
@@ -6,7 +7,82 @@
 
 namespace fusedopt::python {
 
+namespace {
+
+/// Per-thread view lists of the aggregated DCASGD binding (see ListScope in bind_sgd.cpp for the idea;
+/// a nested call from a producer's __dlpack__ on the same thread gets fresh lists).
+struct DcasgdLists {
+  ViewList w, g, m, prev, w32;
+  MultiDcasgdParams params;
+};
+
+class DcasgdScope {
+ public:
+  DcasgdScope() {
+    if (!busy_) {
+      busy_ = true;
+      s_ = &lists_;
+    } else {
+      own_ = std::make_unique<DcasgdLists>();
+      s_ = own_.get();
+    }
+  }
+  ~DcasgdScope() {
+    for (ViewList* l : {&s_->w, &s_->g, &s_->m, &s_->prev, &s_->w32}) l->clear();
+    if (s_ == &lists_) busy_ = false;
+  }
+  DcasgdScope(const DcasgdScope&) = delete;
+  DcasgdScope& operator=(const DcasgdScope&) = delete;
+  DcasgdLists& get() { return *s_; }
+
+ private:
+  static thread_local DcasgdLists lists_;
+  static thread_local bool busy_;
+  DcasgdLists* s_;
+  std::unique_ptr<DcasgdLists> own_;
+};
+thread_local DcasgdLists DcasgdScope::lists_;
+thread_local bool DcasgdScope::busy_ = false;
+
+}  // namespace
+
 void bind_dcasgd(py::module_& m) {
+  for (const bool master : {false, true}) {
+    m.def(
+        master ? "multi_mp_dcasgd_update" : "multi_dcasgd_update",
+        [master](py::handle weights, py::handle grads, py::handle moms, py::handle prevs,
+                 py::handle weights32, py::handle lrs, py::handle wds, double momentum,
+                 double lamda, double rescale_grad, std::optional<double> clip_gradient) {
+          const char* op = master ? "multi_mp_dcasgd_update" : "multi_dcasgd_update";
+          DcasgdScope scope;
+          DcasgdLists& s = scope.get();
+          s.w.add_all(weights, op, "weights");
+          s.g.add_all(grads, op, "grads");
+          if (!moms.is_none()) s.m.add_all(moms, op, "moms");
+          else s.m.start(0);
+          s.prev.add_all(prevs, op, master ? "prevs32" : "prevs");
+          if (master) s.w32.add_all(weights32, op, "weights32");
+          MultiDcasgdParams& p = s.params;
+          read_doubles(lrs, op, "lrs", p.lrs);
+          read_doubles(wds, op, "wds", p.wds);
+          p.momentum = momentum;
+          p.lamda = lamda;
+          p.rescale_grad = rescale_grad;
+          p.clip_gradient = clip_gradient;
+          const Stream stream = call_stream(op, s.w, s.g, s.m, s.prev, s.w32);
+          py::gil_scoped_release release;
+          if (master)
+            fusedopt::multi_mp_dcasgd_update(s.w.views, s.g.views, s.m.views, s.prev.views,
+                                             s.w32.views, p, stream);
+          else
+            fusedopt::multi_dcasgd_update(s.w.views, s.g.views, s.m.views, s.prev.views, p, stream);
+        },
+        "weights"_a, "grads"_a, "moms"_a.none(true), "prevs"_a, "weights32"_a.none(true),
+        py::kw_only(), "lrs"_a, "wds"_a, "momentum"_a = 0.0, "lamda"_a = 0.04,
+        "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(),
+        "Aggregated DCASGD over parallel lists (moms None: no momentum); tensor k uses lrs[k], wds[k].");
+  }
+
   m.def(
       "dcasgd_update",
       [](py::handle weight, py::handle grad, py::handle mom, py::handle prev, double lr,

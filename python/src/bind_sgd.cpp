@@ -90,19 +90,6 @@ void run_multi(const char* op, bool mom, bool master, ListScratch& s, py::handle
   else fusedopt::multi_sgd_update(s.w.views, s.g.views, p, stream);
 }
 
-/// Views of every item of `seq` (a list or tuple of arrays, argument `name`) into `out`; returns the
-/// number of items.
-std::size_t column_views(py::handle seq, const char* op, const char* name, ViewList& out) {
-  PyObject* fast = PySequence_Fast(seq.ptr(), "expected a list or tuple of arrays");
-  if (fast == nullptr) throw py::error_already_set();
-  auto hold = py::reinterpret_steal<py::object>(fast);
-  const auto n = static_cast<std::size_t>(PySequence_Fast_GET_SIZE(fast));
-  PyObject** items = PySequence_Fast_ITEMS(fast);
-  out.start(n);
-  for (std::size_t k = 0; k < n; ++k) out.add(items[k], op, name, static_cast<std::int64_t>(k));
-  return n;
-}
-
 RowSparseView rsp_view(const ArrayRef& data, const py::array& indices, const std::vector<std::int64_t>& shape,
                        const char* op) {
   RowSparseView g;
@@ -311,9 +298,9 @@ void bind_sgd(py::module_& m) {
         const char* op = mom ? "multi_sgd_mom_update" : "multi_sgd_update";
         ListScope scope;
         ListScratch& scratch = scope.get();
-        const std::size_t nw = column_views(weights, op, "weights", scratch.w);
-        const std::size_t ng = column_views(grads, op, "grads", scratch.g);
-        if (mom) column_views(hold, op, "moms", scratch.m);
+        const std::size_t nw = scratch.w.add_all(weights, op, "weights");
+        const std::size_t ng = scratch.g.add_all(grads, op, "grads");
+        if (mom) scratch.m.add_all(hold, op, "moms");
         if (ng != nw || static_cast<std::size_t>(n) != nw)
           throw ValueError(std::string(op) + ": weights, grads and states must have the same length, got " +
                            std::to_string(nw) + ", " + std::to_string(ng) + " and " + std::to_string(n));

@@ -66,6 +66,17 @@ struct ViewList {
     refs.clear();
     used_ = 0;
   }
+  /// Views of every item of `seq` (a list or tuple of arrays, argument `name`); returns their count.
+  std::size_t add_all(py::handle seq, const char* op, const char* name) {
+    PyObject* fast = PySequence_Fast(seq.ptr(), "expected a list or tuple of arrays");
+    if (fast == nullptr) throw py::error_already_set();
+    auto hold = py::reinterpret_steal<py::object>(fast);
+    const auto n = static_cast<std::size_t>(PySequence_Fast_GET_SIZE(fast));
+    PyObject** items = PySequence_Fast_ITEMS(fast);
+    start(n);
+    for (std::size_t k = 0; k < n; ++k) add(items[k], op, name, static_cast<std::int64_t>(k));
+    return n;
+  }
   void add(py::handle obj, const char* op, const char* name, std::int64_t index) {
     if (used_ == views.size()) views.emplace_back();  // add() without start(): grow as needed
     TensorView* v = &views[used_++];

@@ -520,6 +520,36 @@ TEST_F(ApiErrors, AggregatedCountMismatch) {
   (void)mb;
 }
 
+TEST_F(ApiErrors, AggregatedDcasgd) {
+  // Two float32 tensors: weights in slot 0, grads 1, moms 2, prevs 3 (offset 64 for the second).
+  auto v = [&](std::size_t slot, std::size_t k) { return arena.view(slot, DType::kFloat32, {8}, 64 * k); };
+  const std::vector<TensorView> ws{v(0, 0), v(0, 1)}, gs{v(1, 0), v(1, 1)}, ms{v(2, 0), v(2, 1)},
+      ps{v(3, 0), v(3, 1)};
+  auto params = [] {
+    fusedopt::MultiDcasgdParams p;
+    p.lrs = {0.1, 0.1};
+    p.wds = {0.0, 0.0};
+    p.momentum = 0.9;
+    return p;
+  };
+  EXPECT_REJECTED(ValueError, N({"multi_dcasgd_update", "momentum", "moms"}),
+                  fusedopt::multi_dcasgd_update(ws, gs, {}, ps, params()));
+  EXPECT_REJECTED(ValueError, N({"multi_dcasgd_update", "prevs", "2", "1"}),
+                  fusedopt::multi_dcasgd_update(ws, gs, ms, {ps[0]}, params()));
+  EXPECT_REJECTED(ValueError, N({"multi_dcasgd_update", "lamda"}),
+                  fusedopt::multi_dcasgd_update(ws, gs, ms, ps, [&] { auto p = params(); p.lamda = -1; return p; }()));
+  EXPECT_REJECTED(ValueError, N({"multi_dcasgd_update", "prevs[1]", "overlaps"}),
+                  fusedopt::multi_dcasgd_update(ws, gs, ms, {ps[0], ws[1]}, params()));
+  EXPECT_REJECTED(ValueError, N({"multi_dcasgd_update", "prevs[1]", "read-only"}),
+                  fusedopt::multi_dcasgd_update(ws, gs, ms, {ps[0], read_only(ps[1])}, params()));
+  EXPECT_REJECTED(TypeError, N({"multi_mp_dcasgd_update", "prevs32[0]"}),
+                  fusedopt::multi_mp_dcasgd_update({arena.view(4, DType::kFloat16, {8})},
+                                                   {arena.view(5, DType::kFloat16, {8})}, {},
+                                                   {arena.view(6, DType::kFloat16, {8})},
+                                                   {arena.view(7, DType::kFloat32, {8})},
+                                                   [] { fusedopt::MultiDcasgdParams p; p.lrs = {0.1}; p.wds = {0.0}; return p; }()));
+}
+
 TEST_F(ApiErrors, BadLastTensorLeavesTheFirstOnesUntouched) {
   // Four valid float32 tensors, then one bad fifth; the arena check proves tensors 0-3 were not updated.
   std::vector<TensorView> ws, gs, ms;

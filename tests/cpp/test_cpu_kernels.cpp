@@ -623,15 +623,29 @@ std::vector<std::vector<std::int64_t>> layout_many() {
 struct MultiKind {
   bool mom;
   bool master;
+  bool dcasgd = false;
 };
 
 void call_multi(const MultiKind& k, std::vector<Slot>& slots, const fusedopt::MultiSgdParams& p) {
-  std::vector<TensorView> w, g, m, w32;
+  std::vector<TensorView> w, g, m, w32, prev;
   for (Slot& s : slots) {
     w.push_back(s.w.view(s.shape));
     g.push_back(s.g.cview(s.shape));
     if (k.mom) m.push_back(s.m.view(s.shape));
     if (k.master) w32.push_back(s.w32.view(s.shape));
+    if (k.dcasgd) prev.push_back(s.prev.view(s.shape));
+  }
+  if (k.dcasgd) {
+    fusedopt::MultiDcasgdParams d;
+    d.lrs = p.lrs;
+    d.wds = p.wds;
+    d.momentum = k.mom ? p.momentum : 0.0;
+    d.lamda = kLamda;
+    d.rescale_grad = p.rescale_grad;
+    d.clip_gradient = p.clip_gradient;
+    if (k.master) fusedopt::multi_mp_dcasgd_update(w, g, m, prev, w32, d);
+    else fusedopt::multi_dcasgd_update(w, g, m, prev, d);
+    return;
   }
   if (k.master && k.mom) fusedopt::multi_mp_sgd_mom_update(w, g, m, w32, p);
   else if (k.master) fusedopt::multi_mp_sgd_update(w, g, w32, p);
@@ -665,7 +679,7 @@ void run_multi(const MultiKind& k) {
         p.rescale_grad = o.rescale_grad;
         p.clip_gradient = o.clip;
         for (std::size_t t = 0; t < layout.size(); ++t) {
-          const OpCase c{"multi", false, k.mom, k.master, dtypes[t % dtypes.size()]};
+          const OpCase c{"multi", k.dcasgd, k.mom, k.master, dtypes[t % dtypes.size()]};
           agg.push_back(make_slot(c, layout[t], seed++));
           p.lrs.push_back(0.05 + 0.01 * static_cast<double>(t));  // per-tensor lr and wd
           p.wds.push_back(0.05 * static_cast<double>(t % 3));
@@ -695,6 +709,9 @@ void run_multi(const MultiKind& k) {
             if (k.master) {
               ASSERT_TRUE(bitwise_equal("weight32 (aggregated vs per-tensor)", agg[t].w32, single[t].w32));
             }
+            if (k.dcasgd) {
+              ASSERT_TRUE(bitwise_equal("prev (aggregated vs per-tensor)", agg[t].prev, single[t].prev));
+            }
           }
         }
       }
@@ -706,6 +723,10 @@ TEST_P(CpuKernels, MultiSgdUpdate) { run_multi({false, false}); }
 TEST_P(CpuKernels, MultiSgdMomUpdate) { run_multi({true, false}); }
 TEST_P(CpuKernels, MultiMpSgdUpdate) { run_multi({false, true}); }
 TEST_P(CpuKernels, MultiMpSgdMomUpdate) { run_multi({true, true}); }
+TEST_P(CpuKernels, MultiDcasgdUpdate) { run_multi({false, false, true}); }
+TEST_P(CpuKernels, MultiDcasgdMomUpdate) { run_multi({true, false, true}); }
+TEST_P(CpuKernels, MultiMpDcasgdUpdate) { run_multi({false, true, true}); }
+TEST_P(CpuKernels, MultiMpDcasgdMomUpdate) { run_multi({true, true, true}); }
 
 TEST_P(CpuKernels, MultiWithOnlyZeroSizeTensorsIsANoOp) {
   Buf w(DType::kFloat32, 0), g(DType::kFloat32, 0);

@@ -190,7 +190,8 @@ _ARRAY_LIBRARY_SKIP: str | None = None  # why every test is skipped (the mode ca
 
 _WRAPPED = ("sgd_update", "sgd_mom_update", "mp_sgd_update", "mp_sgd_mom_update", "dcasgd_update",
             "mp_dcasgd_update", "multi_sgd_update", "multi_sgd_mom_update", "multi_mp_sgd_update",
-            "multi_mp_sgd_mom_update", "multi_sgd_update_states", "sgd_update_rsp",
+            "multi_mp_sgd_mom_update", "multi_sgd_update_states", "multi_dcasgd_update",
+            "multi_mp_dcasgd_update", "sgd_update_rsp",
             "sgd_mom_update_rsp", "check_sgd_args", "check_sgd_args_rsp", "check_dcasgd_args")
 
 _BITS = {2: np.int16, 4: np.int32, 8: np.int64}  # bitwise copies through integer views

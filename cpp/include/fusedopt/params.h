@@ -45,4 +45,14 @@ struct MultiSgdParams {
   std::optional<double> clip_gradient;
 };
 
+/// Hyper-parameters of the aggregated DCASGD operators: one lr and wd per tensor, the rest shared.
+struct MultiDcasgdParams {
+  std::vector<double> lrs;
+  std::vector<double> wds;
+  double momentum = 0.0;
+  double lamda = 0.04;
+  double rescale_grad = 1.0;
+  std::optional<double> clip_gradient;
+};
+
 }  // namespace fusedopt
