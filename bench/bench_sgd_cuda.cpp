@@ -562,14 +562,14 @@ void register_all() {
 // ---------------------------------------------------------------------------------------------------
 // Start-up: device, stream, events, copy bandwidth
 
-/// Median GB/s (read + write) of 20 event-timed device-to-device copies of 64 Mi floats after 3 warm-ups.
+/// Median GB/s (read + write) of 20 event-timed device-to-device copies of 64 Mi floats after 20 warm-ups.
 double measure_copy_gbps() {
   const std::size_t bytes = static_cast<std::size_t>(kN) * sizeof(float);
   DevBuf src(bytes), dst(bytes);
   CK(cudaMemsetAsync(src.get(), 1, bytes, gpu().stream));
   CK(cudaMemsetAsync(dst.get(), 0, bytes, gpu().stream));
   auto copy = [&] { CK(cudaMemcpyAsync(dst.get(), src.get(), bytes, cudaMemcpyDeviceToDevice, gpu().stream)); };
-  for (int i = 0; i < 3; ++i) copy();
+  for (int i = 0; i < 20; ++i) copy();  // warm-up: ~5 ms of copies, clocks settle
   std::vector<double> gbps;
   for (int i = 0; i < 20; ++i) gbps.push_back(2.0 * static_cast<double>(bytes) / event_seconds(copy) / 1e9);
   std::sort(gbps.begin(), gbps.end());

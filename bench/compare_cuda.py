@@ -365,7 +365,7 @@ def time_case(dev: Dev, case: Case, reps: int, target_s: float, profile: bool) -
 def measure_copy_gbps(env: Env) -> float:
     n = 64 * MI
     src, dst = env.filled([n], -1, 1), env.filled([n], -1, 1)
-    for _ in range(3):
+    for _ in range(20):  # warm-up: clocks settle
         dst.copy_(src)
     env.dev.sync()
     gbps = []
