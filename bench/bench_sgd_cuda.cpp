@@ -11,7 +11,8 @@
 //                                            mp_sgd f16|bf16 (14), mp_sgd_mom f16|bf16 (22), dcasgd (20),
 //                                            dcasgd_mom (28)
 //   BM_cuda_multi_<rule>/<dtype>/<list>      one aggregated call (multi_sgd_update, multi_sgd_mom_update,
-//                                            multi_mp_sgd_mom_update) on a list of param_shapes.json
+//                                            multi_mp_sgd_mom_update, multi_dcasgd_update with momentum)
+//                                            on a list of param_shapes.json
 //   BM_cuda_sgd_mom_per_tensor/f32/resnet50  one sgd_mom_update per tensor (161 launches), a reference
 // Every case comes in two timings (Google Benchmark appends /manual_time to the names):
 //   .../single       CUDA events around each step: record start, step(), record stop, wait for stop.
@@ -436,7 +437,7 @@ Setup dcasgd_case(bool mom) {
   return s;
 }
 
-enum class ListRule { kSgd, kSgdMom, kMpSgdMom, kSgdMomPerTensor };
+enum class ListRule { kSgd, kSgdMom, kMpSgdMom, kDcasgdMom, kSgdMomPerTensor };
 
 /// A whole parameter list; each operand in one slab, every tensor starting on a 64-byte line.
 template <class T>
@@ -445,13 +446,14 @@ Setup list_case(ListRule rule, const std::string& list) {
   std::int64_t total = 0;
   const auto off = fb::slab_offsets(shapes, &total);
   const bool mp = rule == ListRule::kMpSgdMom;
+  const bool dca = rule == ListRule::kDcasgdMom;
   bool fresh;
-  DevCase& d = DevCase::get(key("list", fb::DTypeOf<T>::name, list), &fresh);
+  DevCase& d = DevCase::get(key(dca ? "dcasgd_list" : "list", fb::DTypeOf<T>::name, list), &fresh);
   if (fresh) {
-    d.add<T>(total, 1, -1.f, 1.f);              // 0 weight
-    d.add<T>(total, 2, -0.1f, 0.1f);            // 1 grad
-    d.add<float>(total, 3, -0.01f, 0.01f);      // 2 momentum (float32 for every dtype)
-    if (mp) d.add<float>(total, 1, -1.f, 1.f);  // 3 master
+    d.add<T>(total, 1, -1.f, 1.f);                     // 0 weight
+    d.add<T>(total, 2, -0.1f, 0.1f);                   // 1 grad
+    d.add<float>(total, 3, -0.01f, 0.01f);             // 2 momentum (float32 for every dtype)
+    if (mp || dca) d.add<float>(total, 4, -1.f, 1.f);  // 3 master (mp) or previous weight (DCASGD)
   }
   std::vector<TensorView> w, g, m, w32;
   std::int64_t elems = 0;
@@ -459,7 +461,7 @@ Setup list_case(ListRule rule, const std::string& list) {
     w.push_back(dview(d.at<T>(0) + off[k], shapes[k]));
     g.push_back(dview(d.at<T>(1) + off[k], shapes[k]));
     m.push_back(dview(d.at<float>(2) + off[k], shapes[k]));
-    if (mp) w32.push_back(dview(d.at<float>(3) + off[k], shapes[k]));
+    if (mp || dca) w32.push_back(dview(d.at<float>(3) + off[k], shapes[k]));
     elems += fb::numel(shapes[k]);
   }
   fusedopt::MultiSgdParams mp_params;
@@ -482,6 +484,16 @@ Setup list_case(ListRule rule, const std::string& list) {
       s.step = [=] { fusedopt::multi_mp_sgd_mom_update(w, g, m, w32, mp_params, stream); };
       s.bytes = 22.0 * static_cast<double>(elems);
       break;
+    case ListRule::kDcasgdMom: {
+      fusedopt::MultiDcasgdParams dp;
+      dp.lrs = mp_params.lrs;
+      dp.wds = mp_params.wds;
+      dp.momentum = kMomentum;
+      // w32 holds the previous weights here (float32, as the weights).
+      s.step = [=] { fusedopt::multi_dcasgd_update(w, g, m, w32, dp, stream); };
+      s.bytes = 28.0 * static_cast<double>(elems);
+      break;
+    }
     case ListRule::kSgdMomPerTensor:
       s.step = [=] {
         for (std::size_t k = 0; k < w.size(); ++k) fusedopt::sgd_mom_update(w[k], g[k], m[k], one, stream);
@@ -529,6 +541,7 @@ void register_all() {
     try {
       const double e = list_elems(list);
       traffic.push_back(20.0 * e);
+      traffic.push_back(28.0 * e);
     } catch (const std::exception& ex) {
       std::fprintf(stderr, "bench_sgd_cuda: %s (no copy reference for %s)\n", ex.what(), list);
     }
@@ -549,6 +562,7 @@ void register_all() {
   for (const std::string list : {"resnet50", "bert_base"}) {
     add("BM_cuda_multi_sgd/f32/" + list, [list] { return list_case<float>(ListRule::kSgd, list); });
     add("BM_cuda_multi_sgd_mom/f32/" + list, [list] { return list_case<float>(ListRule::kSgdMom, list); });
+    add("BM_cuda_multi_dcasgd_mom/f32/" + list, [list] { return list_case<float>(ListRule::kDcasgdMom, list); });
   }
   add("BM_cuda_multi_mp_sgd_mom/f16/resnet50",
       [] { return list_case<fusedopt::half>(ListRule::kMpSgdMom, "resnet50"); });

@@ -13,7 +13,8 @@ output written once.
 
 Peers: ``fusedopt`` (the functional operator: ``sgd_update`` / ``sgd_mom_update`` on one tensor, the
 aggregated ``multi_*`` operator on a list), ``fusedopt_SGD.update`` and ``fusedopt_prepared``
-(``fusedopt.SGD`` with ``aggregate_num=inf``: ``update(...)`` and ``prepare(...).step()``, lists only),
+(``fusedopt.SGD`` with ``aggregate_num=inf``: ``update(...)`` and ``prepare(...).step()``, lists only;
+DCASGD: ``dcasgd_update`` / ``multi_dcasgd_update``),
 ``torch_fused`` (``torch.optim.SGD(fused=True).step()``), ``torch_raw`` (``torch._fused_sgd_``),
 ``torch_copy`` (``dst.copy_(src)``). Mixed precision (fp16 / bf16 weights with fp32 master and momentum)
 and DCASGD are fusedopt only, held against the copy bandwidth.
@@ -287,13 +288,26 @@ def build_dense(env: Env, rule: str, dtype: str, shapes: list[list[int]], label:
     return case
 
 
-def build_dcasgd(env: Env, n: int, label: str) -> Case:
+def build_dcasgd(env: Env, shapes: list[list[int]], label: str) -> Case:
+    """DCASGD with momentum (fusedopt only): dcasgd_update on one tensor, multi_dcasgd_update on a list."""
     fo = env.fo
-    case = Case(f"dcasgd_mom/f32/{label}", "dcasgd_mom", "f32", label, n, 28, True)
-    w, g = env.filled([n], -1, 1), env.filled([n], -0.1, 0.1)
-    m, prev = env.filled([n], -0.01, 0.01), env.filled([n], -1, 1)
-    case.keep += [w, g, m, prev]
-    case.add("fusedopt", lambda: fo.dcasgd_update(w, g, m, prev, lr=LR, momentum=MOMENTUM, lamda=LAMDA, wd=WD))
+    elems = sum(numel(s) for s in shapes)
+    case = Case(f"dcasgd_mom/f32/{label}", "dcasgd_mom", "f32", label, elems, 28, True)
+    ws = [env.filled(s, -1, 1) for s in shapes]
+    gs = [env.filled(s, -0.1, 0.1) for s in shapes]
+    ms = [env.filled(s, -0.01, 0.01) for s in shapes]
+    prevs = [env.filled(s, -1, 1) for s in shapes]
+    case.keep += [ws, gs, ms, prevs]
+    n = len(shapes)
+    if n == 1:
+        case.add("fusedopt", lambda: fo.dcasgd_update(ws[0], gs[0], ms[0], prevs[0], lr=LR, momentum=MOMENTUM,
+                                                      lamda=LAMDA, wd=WD))
+    elif hasattr(fo, "multi_dcasgd_update"):
+        lrs, wds = [LR] * n, [WD] * n
+        case.add("fusedopt", lambda: fo.multi_dcasgd_update(ws, gs, ms, prevs, lrs=lrs, wds=wds, momentum=MOMENTUM,
+                                                            lamda=LAMDA))
+    else:
+        raise RuntimeError("this fusedopt has no multi_dcasgd_update")
     return case
 
 
@@ -306,13 +320,14 @@ def case_specs(quick: bool) -> list[tuple[str, Callable[[Env], Case]]]:
         (f"sgd_mom/f32/{lab}", lambda e: build_dense(e, "sgd_mom", "f32", [[n]], lab)),
         (f"mp_sgd_mom/f16/{lab}", lambda e: build_dense(e, "mp_sgd_mom", "f16", [[n]], lab)),
         (f"mp_sgd_mom/bf16/{lab}", lambda e: build_dense(e, "mp_sgd_mom", "bf16", [[n]], lab)),
-        (f"dcasgd_mom/f32/{lab}", lambda e: build_dcasgd(e, n, lab)),
+        (f"dcasgd_mom/f32/{lab}", lambda e: build_dcasgd(e, [[n]], lab)),
     ]
     lists = ["resnet50"] if quick else ["resnet50", "bert_base"]
     for lst in lists:
         for rule in ("sgd", "sgd_mom"):
             specs.append((f"{rule}/f32/{lst}",
                           lambda e, r=rule, l=lst: build_dense(e, r, "f32", shapes_list(l), l)))
+        specs.append((f"dcasgd_mom/f32/{lst}", lambda e, l=lst: build_dcasgd(e, shapes_list(l), l)))
     for dt in ("f16", "bf16"):
         specs.append((f"mp_sgd_mom/{dt}/resnet50",
                       lambda e, d=dt: build_dense(e, "mp_sgd_mom", d, shapes_list("resnet50"), "resnet50")))
