@@ -16,7 +16,8 @@
 # STAGES="build bench" overrides the preset (any of: env build ctest bench sanitizer install compare
 # pytest-torch pytest; "sanitizer" means one stage per SANITIZER_TOOLS entry, e.g. sanitizer-memcheck).
 # Everything goes under OUT (default /tmp/fusedopt-gpu-out):
-#   summary.tsv      stage, status, seconds, log file — also printed at the end
+#   summary-<preset>.tsv   stage, status, seconds, log file (written as stages finish; printed at the end;
+#                    <preset> is all, native, python, or "stages" when STAGES is set)
 #   NN-<stage>.log   each stage's full output;  env.txt / nvidia-smi.txt: the machine
 #   ctest_cuda.xml, pytest_*.xml               JUnit results
 #   bench_sgd_cuda.json / .txt, bench_summary.txt   Google Benchmark JSON, console, one line per case
@@ -406,6 +407,8 @@ case "$preset" in
   -h | --help) sed -n '2,/^set -uo pipefail/p' "${BASH_SOURCE[0]}" | sed '$d'; exit 0 ;;
   *) echo "gpu_session.sh: unknown preset '$preset' (all, native, python; or set STAGES)" >&2; exit 2 ;;
 esac
+label="$preset"
+[[ -n "${STAGES:-}" ]] && label=stages
 STAGES="${STAGES:-$default_stages}"
 
 # "sanitizer" expands to one stage per tool.
@@ -434,7 +437,7 @@ limit_of() {
 }
 
 mkdir -p "$OUT"
-summary="$OUT/summary.tsv"
+summary="$OUT/summary-$label.tsv"  # one per preset: `native` then `python` into one OUT keeps both
 printf 'stage\tstatus\tseconds\tlog\n' >"$summary"
 echo "gpu_session.sh: stages: ${stages[*]}; output in $OUT; budget ${BUDGET} s"
 start=$SECONDS
