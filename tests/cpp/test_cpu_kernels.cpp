@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <optional>
 #include <sstream>
@@ -923,6 +924,39 @@ TEST_P(CpuKernels, MasterCastRoundsToNearestEven) {
     p.lr = 0.0;
     fusedopt::mp_sgd_update(w.view({n}), g.cview({n}), w32.view({n}), p);
     EXPECT_TRUE(bitwise_equal("weight32", w32, w32_before));
+    EXPECT_TRUE(weight_is_cast_of_master(w, w32));
+  }
+}
+
+TEST_P(CpuKernels, MasterCastOfNaNAndInfinityAnywhereInABlock) {
+  // NaNs (quiet and signalling payloads, both signs) and infinities placed at every position of
+  // vector-sized groups among finite values: the vector store paths that treat NaN-free groups
+  // specially must still give to_half / to_bfloat16 of the master for every element.
+  const std::uint32_t specials[] = {0x7FC00000u, 0xFFC00000u, 0x7F800001u, 0xFF800001u,
+                                    0x7FBFFFFFu, 0x7FFFFFFFu, 0x7F80FFFFu, 0x7F800000u, 0xFF800000u};
+  for (DType t : {DType::kFloat16, DType::kBFloat16}) {
+    SCOPED_TRACE(short_name(t));
+    const std::int64_t n = 64 * 40 + 13;
+    Buf w(t, n), g(t, n), w32(DType::kFloat32, n);
+    std::uint64_t k = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      w32.setf(i, static_cast<float>(uniform(77, static_cast<std::uint64_t>(i))));
+      g.set_bits16(i, 0);
+      w.set_bits16(i, 0x1234);
+    }
+    // group j (64 elements) gets a special value at position j % 64; some groups get two
+    for (std::int64_t grp = 0; grp * 64 < n; ++grp) {
+      const std::int64_t i = grp * 64 + grp % 64;
+      if (i >= n) break;
+      const std::uint32_t bits = specials[k++ % std::size(specials)];
+      float f;
+      std::memcpy(&f, &bits, sizeof f);
+      w32.setf(i, f);
+      if (grp % 3 == 0 && i + 17 < n) w32.setf(i + 17, f);
+    }
+    fusedopt::SgdParams p;
+    p.lr = 0.0;
+    fusedopt::mp_sgd_update(w.view({n}), g.cview({n}), w32.view({n}), p);
     EXPECT_TRUE(weight_is_cast_of_master(w, w32));
   }
 }
