@@ -9,19 +9,30 @@ namespace {
 
 using namespace detail;
 
+/// The shared scalars of a DCASGD call, validated. `has_mom`: momentum buffers were given; without
+/// them momentum must be 0 (`mom_word` names the missing argument in the message).
+SharedScalars dcasgd_scalars(const char* op, bool has_mom, double momentum, double lamda,
+                             double rescale_grad, const std::optional<double>& clip,
+                             const char* missing_mom) {
+  if (has_mom) check_nonnegative(op, "momentum", momentum);
+  FUSEDOPT_CHECK(has_mom || momentum == 0.0, ValueError, op, ": momentum is ", momentum, " but ",
+                 missing_mom);
+  check_nonnegative(op, "lamda", lamda);
+  check_finite(op, "rescale_grad", rescale_grad);
+  SharedScalars s;
+  s.momentum = has_mom ? momentum : 0.0;
+  s.rescale_grad = rescale_grad;
+  s.clip = checked_clip(op, clip);
+  s.lamda = lamda;
+  return s;
+}
+
 void dcasgd(const char* op, bool master, TensorView* w, TensorView* g, const TensorView* mom,
             TensorView* prev, TensorView* w32, const DcasgdParams& p, Stream stream,
             bool dry_run = false) {
-  if (mom) check_nonnegative(op, "momentum", p.momentum);
-  FUSEDOPT_CHECK(mom != nullptr || p.momentum == 0.0, ValueError, op, ": momentum is ", p.momentum,
-                 " but mom is None; pass a momentum buffer or momentum=0");
-  check_nonnegative(op, "lamda", p.lamda);
-  check_finite(op, "rescale_grad", p.rescale_grad);
-  SharedScalars s;
-  s.momentum = mom ? p.momentum : 0.0;
-  s.rescale_grad = p.rescale_grad;
-  s.clip = checked_clip(op, p.clip_gradient);
-  s.lamda = p.lamda;
+  const SharedScalars s =
+      dcasgd_scalars(op, mom != nullptr, p.momentum, p.lamda, p.rescale_grad, p.clip_gradient,
+                     "mom is None; pass a momentum buffer or momentum=0");
   OperandSet o;
   o.n = 1;
   o.weights = w;
@@ -40,42 +51,19 @@ void multi(const char* op, bool master, const std::vector<TensorView>& w,
            const std::vector<TensorView>& prev, const std::vector<TensorView>* w32,
            const MultiDcasgdParams& p, Stream stream) {
   const std::size_t n = w.size();
-  auto same_count = [&](const char* name, std::size_t got) {
-    FUSEDOPT_CHECK(got == n, ValueError, op, ": expected ", n, " ", name, " (one per weight), got ",
-                   got);
-  };
-  same_count("grads", g.size());
   const bool mom = !m.empty();
-  if (mom) same_count("moms", m.size());
-  same_count(master ? "prevs32" : "prevs", prev.size());
-  if (w32) same_count("weights32", w32->size());
-  same_count("lrs", p.lrs.size());
-  same_count("wds", p.wds.size());
-  if (mom) check_nonnegative(op, "momentum", p.momentum);
-  FUSEDOPT_CHECK(mom || p.momentum == 0.0, ValueError, op, ": momentum is ", p.momentum,
-                 " but moms is empty; pass one momentum buffer per weight or momentum=0");
-  check_nonnegative(op, "lamda", p.lamda);
-  check_finite(op, "rescale_grad", p.rescale_grad);
-  SharedScalars s;
-  s.momentum = mom ? p.momentum : 0.0;
-  s.rescale_grad = p.rescale_grad;
-  s.clip = checked_clip(op, p.clip_gradient);
-  s.lamda = p.lamda;
-  OperandSet o;
-  o.n = static_cast<std::int64_t>(n);
-  o.weights = w.data();
-  o.grads = g.data();
-  o.moms = mom ? m.data() : nullptr;
-  o.prevs = prev.data();
-  o.masters = w32 ? w32->data() : nullptr;
-  o.lrs = p.lrs.data();
-  o.wds = p.wds.data();
-  o.indexed = true;
-  o.weight_name = "weights";
-  o.grad_name = "grads";
-  o.mom_name = "moms";
-  o.prev_name = master ? "prevs32" : "prevs";
-  o.master_name = "weights32";
+  check_list_sizes(op, n, {{"grads", g.size()},
+                           {"moms", mom ? m.size() : n},
+                           {master ? "prevs32" : "prevs", prev.size()},
+                           {"weights32", w32 ? w32->size() : n},
+                           {"lrs", p.lrs.size()},
+                           {"wds", p.wds.size()}});
+  const SharedScalars s =
+      dcasgd_scalars(op, mom, p.momentum, p.lamda, p.rescale_grad, p.clip_gradient,
+                     "moms is empty; pass one momentum buffer per weight or momentum=0");
+  OperandSet o = list_operands(n, w.data(), g.data(), mom ? m.data() : nullptr, prev.data(),
+                               w32 ? w32->data() : nullptr, p.lrs.data(), p.wds.data());
+  if (master) o.prev_name = "prevs32";
   checked_update(op, RuleKind::kDcasgd, master, o, s, stream);
 }
 

@@ -64,21 +64,10 @@ static PreparedUpdate::Impl* build(PreparedUpdate::Impl* impl, const std::vector
   impl->master = !w32.empty();
   // Validate everything once, exactly as the operators do (lr = wd = 0 placeholders).
   std::vector<double> zeros(n, 0.0);
-  detail::OperandSet o;
-  o.n = static_cast<std::int64_t>(n);
-  o.weights = w.data();
-  o.grads = g.data();
-  o.moms = impl->momentum ? m.data() : nullptr;
-  o.prevs = impl->rule == detail::RuleKind::kDcasgd ? prev.data() : nullptr;
-  o.masters = impl->master ? w32.data() : nullptr;
-  o.lrs = zeros.data();
-  o.wds = zeros.data();
-  o.indexed = true;
-  o.weight_name = "weights";
-  o.grad_name = "grads";
-  o.mom_name = "moms";
-  o.prev_name = "prevs";
-  o.master_name = "weights32";
+  const detail::OperandSet o = detail::list_operands(
+      n, w.data(), g.data(), impl->momentum ? m.data() : nullptr,
+      impl->rule == detail::RuleKind::kDcasgd ? prev.data() : nullptr,
+      impl->master ? w32.data() : nullptr, zeros.data(), zeros.data());
   detail::SharedScalars s;
   s.clip = 1.0;
   detail::checked_update(op, impl->rule, impl->master, o, s, Stream{}, /*dry_run=*/true);

@@ -42,29 +42,14 @@ void multi(const char* op, bool master, const std::vector<TensorView>& w,
            const std::vector<TensorView>& g, const std::vector<TensorView>* m,
            const std::vector<TensorView>* w32, const MultiSgdParams& p, Stream stream) {
   const std::size_t n = w.size();
-  auto same_count = [&](const char* name, std::size_t got) {
-    FUSEDOPT_CHECK(got == n, ValueError, op, ": expected ", n, " ", name, " (one per weight), got ",
-                   got);
-  };
-  same_count("grads", g.size());
-  if (m) same_count("moms", m->size());
-  if (w32) same_count("weights32", w32->size());
-  same_count("lrs", p.lrs.size());
-  same_count("wds", p.wds.size());
+  detail::check_list_sizes(op, n, {{"grads", g.size()},
+                                   {"moms", m ? m->size() : n},
+                                   {"weights32", w32 ? w32->size() : n},
+                                   {"lrs", p.lrs.size()},
+                                   {"wds", p.wds.size()}});
   SharedScalars s = shared_scalars(op, p.momentum, p.rescale_grad, p.clip_gradient, m != nullptr);
-  OperandSet o;
-  o.n = static_cast<std::int64_t>(n);
-  o.weights = w.data();
-  o.grads = g.data();
-  o.moms = m ? m->data() : nullptr;
-  o.masters = w32 ? w32->data() : nullptr;
-  o.lrs = p.lrs.data();
-  o.wds = p.wds.data();
-  o.indexed = true;
-  o.weight_name = "weights";
-  o.grad_name = "grads";
-  o.mom_name = "moms";
-  o.master_name = "weights32";
+  const OperandSet o = detail::list_operands(n, w.data(), g.data(), m ? m->data() : nullptr, nullptr,
+                                             w32 ? w32->data() : nullptr, p.lrs.data(), p.wds.data());
   detail::checked_update(op, RuleKind::kSgd, master, o, s, stream);
 }
 

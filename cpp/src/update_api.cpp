@@ -9,6 +9,33 @@
 
 namespace fusedopt::detail {
 
+OperandSet list_operands(std::size_t n, const TensorView* weights, const TensorView* grads,
+                         const TensorView* moms, const TensorView* prevs, const TensorView* masters,
+                         const double* lrs, const double* wds) {
+  OperandSet o;
+  o.n = static_cast<std::int64_t>(n);
+  o.weights = weights;
+  o.grads = grads;
+  o.moms = moms;
+  o.prevs = prevs;
+  o.masters = masters;
+  o.lrs = lrs;
+  o.wds = wds;
+  o.indexed = true;
+  o.weight_name = "weights";
+  o.grad_name = "grads";
+  o.mom_name = "moms";
+  o.prev_name = "prevs";
+  o.master_name = "weights32";
+  return o;
+}
+
+void check_list_sizes(const char* op, std::size_t n, std::initializer_list<ListSize> lists) {
+  for (const ListSize& l : lists)
+    FUSEDOPT_CHECK(l.size == n, ValueError, op, ": expected ", n, " ", l.name,
+                   " (one per weight), got ", l.size);
+}
+
 void checked_update(const char* op, RuleKind rule, bool master, const OperandSet& o,
                     const SharedScalars& shared, Stream stream, bool dry_run) {
   const bool mom = o.moms != nullptr;

@@ -1,7 +1,9 @@
 // update_api.h — the one validated path from the public operators (sgd.cpp, dcasgd.cpp) to the kernels.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 
 #include "engine.h"
 #include "validate.h"
@@ -26,6 +28,20 @@ struct OperandSet {
   const char* prev_name = "prev";
   const char* master_name = "weight32";
 };
+
+/// The operands of an aggregated (multi_*) call over n tensors: lists given as pointers to their first
+/// view (null for an absent list), labels plural and indexed ("moms[3]").
+OperandSet list_operands(std::size_t n, const TensorView* weights, const TensorView* grads,
+                         const TensorView* moms, const TensorView* prevs, const TensorView* masters,
+                         const double* lrs, const double* wds);
+
+/// One list argument of an aggregated call and its length.
+struct ListSize {
+  const char* name;
+  std::size_t size;
+};
+/// ValueError unless every list has `n` entries (one per weight).
+void check_list_sizes(const char* op, std::size_t n, std::initializer_list<ListSize> lists);
 
 /// Validates every operand and scalar of the call, then runs it (grouped by weight dtype). With
 /// `dry_run` it only validates (the Python reference path checks its arguments this way).

@@ -122,6 +122,25 @@ class DCASGD(Optimizer):
             raise ValueError("prepare: indices, weights, grads and states must have the same length")
         lr_mult = self._mults(indices, "lr_mult", self.lr_mult)
         wd_mult = self._mults(indices, "wd_mult", self.wd_mult)
+        groups, split = self._split_states(weights, states)
+        for (_, has_mom), part in groups.items():
+            if not has_mom and self.momentum != 0.0:
+                raise ValueError(f"prepare: momentum is {self.momentum} but the state of index "
+                                 f"{indices[part[0]]!r} has no momentum buffer")
+        cores = []
+        for (master, has_mom), part in groups.items():
+            cores.append(F.prepare_update(
+                "dcasgd", [weights[k] for k in part], [grads[k] for k in part],
+                [split[k][0] for k in part] if has_mom else None, [split[k][1] for k in part],
+                [split[k][2] for k in part] if master else None,
+                [lr_mult[k] for k in part], [wd_mult[k] for k in part],
+            ))
+        return PreparedStep(self, indices, cores)
+
+    def _split_states(self, weights: list[Any], states: list[Any]
+                      ) -> tuple[dict[tuple[bool, bool], list[int]], list[tuple[Any, Any, Any]]]:
+        """``(groups, split)``: ``split[k] = (mom or None, prev, weight32 or None)`` of tensor k, and the
+        tensor indices grouped by ``(uses a master, has a momentum buffer)`` in order of appearance."""
         groups: dict[tuple[bool, bool], list[int]] = {}
         split = []
         for k, (weight, state) in enumerate(zip(weights, states)):
@@ -131,20 +150,9 @@ class DCASGD(Optimizer):
                 mom, prev = _dcasgd_state(inner)
             else:
                 w32, (mom, prev) = None, _dcasgd_state(state)
-            if mom is None and self.momentum != 0.0:
-                raise ValueError(f"prepare: momentum is {self.momentum} but the state of index "
-                                 f"{indices[k]!r} has no momentum buffer")
-            split.append((w32, mom, prev))
+            split.append((mom, prev, w32))
             groups.setdefault((master, mom is not None), []).append(k)
-        cores = []
-        for (master, has_mom), part in groups.items():
-            cores.append(F.prepare_update(
-                "dcasgd", [weights[k] for k in part], [grads[k] for k in part],
-                [split[k][1] for k in part] if has_mom else None, [split[k][2] for k in part],
-                [split[k][0] for k in part] if master else None,
-                [lr_mult[k] for k in part], [wd_mult[k] for k in part],
-            ))
-        return PreparedStep(self, indices, cores)
+        return groups, split
 
     def fused_step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
         """Fused DCASGD kernels. Counts every index first. One tensor: one kernel call. A list: one
@@ -178,17 +186,7 @@ class DCASGD(Optimizer):
                     F.multi_dcasgd_update(weights, grads, None if n_none else moms, prevs, lrs=lrs,
                                           wds=wds, **kw)
                     return
-            groups: dict[tuple[bool, bool], list[int]] = {}
-            split = []
-            for k, (weight, state) in enumerate(zip(weights, states)):
-                master = self._use_master(weight)
-                if master:
-                    w32, inner = _master_state(state)
-                    mom, prev = _dcasgd_state(inner)
-                else:
-                    w32, (mom, prev) = None, _dcasgd_state(state)
-                split.append((mom, prev, w32))
-                groups.setdefault((master, mom is not None), []).append(k)
+            groups, split = self._split_states(weights, states)
             if len(groups) > 1:
                 for weight, grad, state in zip(weights, grads, states):
                     self._check(weight, grad, state, master=self._use_master(weight))

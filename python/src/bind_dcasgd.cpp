@@ -9,40 +9,14 @@ namespace fusedopt::python {
 
 namespace {
 
-/// Per-thread view lists of the aggregated DCASGD binding (see ListScope in bind_sgd.cpp for the idea;
-/// a nested call from a producer's __dlpack__ on the same thread gets fresh lists).
+/// View lists and parameters of the aggregated DCASGD bindings (see ScratchLease).
 struct DcasgdLists {
   ViewList w, g, m, prev, w32;
   MultiDcasgdParams params;
-};
-
-class DcasgdScope {
- public:
-  DcasgdScope() {
-    if (!busy_) {
-      busy_ = true;
-      s_ = &lists_;
-    } else {
-      own_ = std::make_unique<DcasgdLists>();
-      s_ = own_.get();
-    }
+  void release() {
+    for (ViewList* l : {&w, &g, &m, &prev, &w32}) l->clear();
   }
-  ~DcasgdScope() {
-    for (ViewList* l : {&s_->w, &s_->g, &s_->m, &s_->prev, &s_->w32}) l->clear();
-    if (s_ == &lists_) busy_ = false;
-  }
-  DcasgdScope(const DcasgdScope&) = delete;
-  DcasgdScope& operator=(const DcasgdScope&) = delete;
-  DcasgdLists& get() { return *s_; }
-
- private:
-  static thread_local DcasgdLists lists_;
-  static thread_local bool busy_;
-  DcasgdLists* s_;
-  std::unique_ptr<DcasgdLists> own_;
 };
-thread_local DcasgdLists DcasgdScope::lists_;
-thread_local bool DcasgdScope::busy_ = false;
 
 }  // namespace
 
@@ -54,7 +28,7 @@ void bind_dcasgd(py::module_& m) {
                  py::handle weights32, py::handle lrs, py::handle wds, double momentum,
                  double lamda, double rescale_grad, std::optional<double> clip_gradient) {
           const char* op = master ? "multi_mp_dcasgd_update" : "multi_dcasgd_update";
-          DcasgdScope scope;
+          ScratchLease<DcasgdLists> scope;
           DcasgdLists& s = scope.get();
           s.w.add_all(weights, op, "weights");
           s.g.add_all(grads, op, "grads");

@@ -17,14 +17,7 @@ struct Prepared {
 };
 
 void convert(py::handle seq, const char* op, const char* name, ViewList& out) {
-  if (seq.is_none()) return;
-  PyObject* fast = PySequence_Fast(seq.ptr(), "expected a list or tuple of arrays");
-  if (fast == nullptr) throw py::error_already_set();
-  auto hold = py::reinterpret_steal<py::object>(fast);
-  const auto n = PySequence_Fast_GET_SIZE(fast);
-  PyObject** items = PySequence_Fast_ITEMS(fast);
-  out.start(static_cast<std::size_t>(n));
-  for (Py_ssize_t k = 0; k < n; ++k) out.add(items[k], op, name, k);
+  if (!seq.is_none()) out.add_all(seq, op, name);
 }
 
 }  // namespace

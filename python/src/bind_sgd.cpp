@@ -34,43 +34,15 @@ void list_views(py::handle seq, std::size_t per, std::size_t offset, const char*
     out.add(items[k * per + offset], op, name, static_cast<std::int64_t>(k));
 }
 
-/// Per-thread view lists reused by the multi_* bindings (no allocation per call once warm). A call
-/// leases the thread's scratch; a nested call on the same thread (a producer's __dlpack__ calling back
-/// into fusedopt) gets a fresh one instead. Owners are dropped at the end of every call.
+/// View lists and parameters of the multi_* bindings (see ScratchLease).
 struct ListScratch {
   ViewList w, g, m, w32;
   MultiSgdParams params;
-};
-class ListScope {
- public:
-  ListScope() {
-    if (!busy_) {
-      busy_ = true;
-      s_ = &scratch_;
-    } else {
-      own_ = std::make_unique<ListScratch>();
-      s_ = own_.get();
-    }
+  void release() {
+    for (ViewList* l : {&w, &g, &m, &w32}) l->clear();
   }
-  ~ListScope() {
-    s_->w.clear();
-    s_->g.clear();
-    s_->m.clear();
-    s_->w32.clear();
-    if (s_ == &scratch_) busy_ = false;
-  }
-  ListScope(const ListScope&) = delete;
-  ListScope& operator=(const ListScope&) = delete;
-  ListScratch& get() { return *s_; }
-
- private:
-  static thread_local ListScratch scratch_;
-  static thread_local bool busy_;
-  ListScratch* s_;
-  std::unique_ptr<ListScratch> own_;
 };
-thread_local ListScratch ListScope::scratch_;
-thread_local bool ListScope::busy_ = false;
+using ListScope = ScratchLease<ListScratch>;
 
 /// Reads the scalars into the scratch parameters, releases the GIL and runs the aggregated operator
 /// on the views already in `s`.
