@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import operator
 import warnings
 import zipfile
 from typing import Any
@@ -28,6 +29,8 @@ from . import _arrays, lr_scheduler
 from .optimizer import Optimizer
 
 __all__ = ["Updater", "get_updater"]
+
+_DTYPE_OF = operator.attrgetter("dtype")
 
 FORMAT = "fusedopt.updater_states"
 VERSION = 1
@@ -76,23 +79,34 @@ class Updater:
         if not indices:
             return
         self.optimizer._set_current_context(_arrays.device_id(weights[0]))
-        for i, idx in enumerate(indices):
-            if isinstance(idx, bytes):
-                idx = indices[i] = idx.decode()
-            if idx not in self.states:
-                self.states[idx] = self.optimizer.create_state_multi_precision(idx, weights[i])
-                self.states_synced[idx] = True
-            elif not self.states_synced[idx]:
-                self.states[idx] = self._sync_state(idx, self.states[idx], weights[i])
-                self.states_synced[idx] = True
+        states, synced = self.states, self.states_synced
+        if bytes in map(type, indices):
+            indices = [i.decode() if isinstance(i, bytes) else i for i in indices]
+        if not (all(map(states.__contains__, indices)) and False not in synced.values()):
+            for i, idx in enumerate(indices):  # first sight of an index, or states loaded from bytes
+                if idx not in states:
+                    states[idx] = self.optimizer.create_state_multi_precision(idx, weights[i])
+                    synced[idx] = True
+                elif not synced[idx]:
+                    states[idx] = self._sync_state(idx, states[idx], weights[i])
+                    synced[idx] = True
         if not self.aggregate_updates:
             for i, w, g in zip(indices, weights, grads):
                 self.optimizer.update_multi_precision([i], [w], [g], [self.states[i]])
             return
+        chunk = self.optimizer.aggregate_num
+        try:
+            dtypes = list(map(_DTYPE_OF, weights))
+        except AttributeError:  # not an array: the grouping below raises the proper error
+            dtypes = [None, weights]
+        if math.isinf(chunk) and dtypes.count(dtypes[0]) == len(dtypes):
+            # One dtype (the usual case): one group, one call; same as the loop below.
+            self.optimizer.update_multi_precision(indices, weights, grads,
+                                                  list(map(states.__getitem__, indices)))
+            return
         by_dtype: dict[str, list[int]] = {}
         for k, w in enumerate(weights):
             by_dtype.setdefault(_arrays.dtype_name(w), []).append(k)
-        chunk = self.optimizer.aggregate_num
         for members in by_dtype.values():
             size = len(members) if math.isinf(chunk) else int(chunk)
             for start in range(0, len(members), size):

@@ -121,6 +121,49 @@ def test_call_order_is_index_grad_weight():
     np.testing.assert_array_equal(g, [1.0, -1.0, 0.5])  # the gradient is never written
 
 
+def test_bytes_indices_are_decoded_and_equal_str_indices():
+    """MXNet passes bytes parameter names; they key the same states as the str names."""
+    rng = np.random.default_rng(5)
+    ws = [rng.standard_normal(7).astype(np.float32) for _ in range(3)]
+    ws2 = [w.copy() for w in ws]
+    a = fusedopt.Updater(fusedopt.SGD(learning_rate=0.1, momentum=0.9, aggregate_num=math.inf))
+    b = fusedopt.Updater(fusedopt.SGD(learning_rate=0.1, momentum=0.9, aggregate_num=math.inf))
+    for _ in range(3):
+        gs = [rng.standard_normal(7).astype(np.float32) for _ in range(3)]
+        a([b"w0", b"w1", "w2"], gs, ws)
+        b(["w0", "w1", "w2"], gs, ws2)
+    assert sorted(a.states) == ["w0", "w1", "w2"]
+    for w, w2 in zip(ws, ws2):
+        np.testing.assert_array_equal(w, w2)
+
+
+def test_partly_synced_states_after_load():
+    """After set_states, a call on some indices syncs those; a later call on all indices syncs the
+    rest and continues exactly like an updater that never saved."""
+    rng = np.random.default_rng(6)
+    ws = [rng.standard_normal(5).astype(np.float32) for _ in range(4)]
+    ref_ws = [w.copy() for w in ws]
+    opt = lambda: fusedopt.SGD(learning_rate=0.1, momentum=0.9, aggregate_num=math.inf)  # noqa: E731
+    u, ref = fusedopt.Updater(opt()), fusedopt.Updater(opt())
+    grads = [[rng.standard_normal(5).astype(np.float32) for _ in range(4)] for _ in range(4)]
+    u(list(range(4)), grads[0], ws)
+    ref(list(range(4)), grads[0], ref_ws)
+    u.set_states(u.get_states())
+    u([1, 2], grads[1][1:3], ws[1:3])
+    ref([1, 2], grads[1][1:3], ref_ws[1:3])
+    for step in (2, 3):
+        u(list(range(4)), grads[step], ws)
+        ref(list(range(4)), grads[step], ref_ws)
+    for w, r in zip(ws, ref_ws):
+        np.testing.assert_array_equal(w, r)
+
+
+def test_non_array_weight_is_type_error():
+    u = fusedopt.Updater(fusedopt.SGD(learning_rate=0.1, aggregate_num=math.inf))
+    with pytest.raises(TypeError):
+        u([0, 1], [np.ones(3, np.float32)] * 2, [np.ones(3, np.float32), [1.0, 2.0, 3.0]])
+
+
 def test_states_created_lazily():
     opt = fusedopt.SGD(learning_rate=0.1, momentum=0.9)
     u = fusedopt.Updater(opt)
