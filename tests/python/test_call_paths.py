@@ -279,3 +279,44 @@ def test_results_do_not_depend_on_how_a_range_is_split(rng, cpu_capability, dtyp
                 fusedopt.sgd_update(w2[b:e], g[b:e], **kw)
     assert_bitwise_equal(w, w2)
     assert_bitwise_equal(m, m2)
+
+
+@pytest.mark.needs_ml_dtypes
+@pytest.mark.parametrize("clip", [None, 0.05])
+@pytest.mark.parametrize("rule", ["sgd", "sgd_mom", "dcasgd", "dcasgd_mom"])
+@pytest.mark.parametrize("low", ["float16", "bfloat16"])
+def test_multi_precision_whole_equals_pieces(rng, cpu_capability, low, rule, clip):
+    """Multi-precision updates run 8 elements at a time in one pass where the CPU allows, and the last
+    < 8 elements through blocks: a tensor updated whole equals the same tensor updated in pieces of 997
+    (every piece ends in such a tail), bitwise, NaN and infinite gradients included."""
+    from helpers import np_dtype
+
+    dt = np_dtype(low)
+    n = 3 * 4096 + 13
+    w = random_array(rng, (n,), dt)
+    g = random_array(rng, (n,), dt, 0.1)
+    g[[5, 777, 4099]] = [np.nan, np.inf, -np.inf]
+    w32 = w.astype(np.float32)
+    m = random_array(rng, (n,), F32, 0.01)
+    prev = w32 + random_array(rng, (n,), F32, 0.01)
+    a = [x.copy() for x in (w, w32, m, prev)]
+    bb = [x.copy() for x in (w, w32, m, prev)]
+    kw = dict(lr=0.05, wd=0.01, rescale_grad=0.7, clip_gradient=clip)
+    mom = rule.endswith("_mom")
+
+    def step(ws, sl):
+        wv, w32v, mv, pv = (x[sl] for x in ws)
+        if rule.startswith("dcasgd"):
+            fusedopt.mp_dcasgd_update(wv, g[sl], mv if mom else None, pv, w32v, momentum=0.9 if mom else 0.0,
+                                      lamda=0.1, **kw)
+        elif mom:
+            fusedopt.mp_sgd_mom_update(wv, g[sl], mv, w32v, momentum=0.9, **kw)
+        else:
+            fusedopt.mp_sgd_update(wv, g[sl], w32v, **kw)
+
+    for _ in range(2):
+        step(a, slice(None))
+        for s0 in range(0, n, 997):
+            step(bb, slice(s0, min(n, s0 + 997)))
+    for name, x, y in zip(("weight", "weight32", "mom", "prev32"), a, bb):
+        assert_bitwise_equal(x, y, name)
