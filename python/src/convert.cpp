@@ -87,12 +87,10 @@ bool numpy_view(py::handle obj, const char* op, const char* arg, std::int64_t in
 ArrayRef to_array_ref(py::handle obj, const char* op, const char* arg, std::int64_t index) {
   ArrayRef ref;
   if (!numpy_view(obj, op, arg, index, &ref.view)) {
-    // Not NumPy: a DLPack producer (PyTorch, CuPy, ...). Gradients are the only inputs. PyTorch's
-    // C exchange table first: it needs no attribute lookup, capsule or deleter per array.
-    const ArgLabel label{op, arg, index};
+    // Not NumPy: a DLPack producer (PyTorch, CuPy, ...). Gradients are the only inputs.
     const bool output = std::strncmp(arg, "grad", 4) != 0;
-    if (import_dlpack_exchange(obj, label, output, &ref)) return ref;
-    if (py::hasattr(obj, "__dlpack__")) return import_dlpack(obj, label, output);
+    if (std::optional<ArrayRef> r = import_dlpack(obj, ArgLabel{op, arg, index}, output))
+      return std::move(*r);
     throw TypeError(arg_name(op, arg, index) +
                     " must be a NumPy array or a DLPack tensor (an object with __dlpack__), got " +
                     type_name(obj));

@@ -354,15 +354,10 @@ void DLPackHolder::reset() noexcept {
   }
 }
 
-bool import_dlpack_exchange(py::handle obj, const ArgLabel& label, bool output, ArrayRef* out) {
-  std::optional<ArrayRef> fast = import_exchange(obj, label, output);
-  if (!fast) return false;
-  *out = std::move(*fast);
-  return true;
-}
-
-ArrayRef import_dlpack(py::handle obj, const ArgLabel& label, bool output) {
-  if (std::optional<ArrayRef> fast = import_exchange(obj, label, output)) return std::move(*fast);
+std::optional<ArrayRef> import_dlpack(py::handle obj, const ArgLabel& label, bool output) {
+  // PyTorch's C exchange table first: no attribute lookup, capsule or deleter per array.
+  if (std::optional<ArrayRef> fast = import_exchange(obj, label, output)) return fast;
+  if (!py::hasattr(obj, "__dlpack__")) return std::nullopt;
   const std::string name = label.str();
   auto producer = [&obj] { return type_name(obj); };
   py::tuple exported = export_adapter()(obj);

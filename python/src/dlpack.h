@@ -20,6 +20,7 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace fusedopt::python {
@@ -66,14 +67,12 @@ class DLPackHolder {
   bool versioned_ = false;
 };
 
-/// Converts a DLPack producer `obj` to a view (see the protocol above). `label` names the argument in
-/// messages ("sgd_update: weight"); `output` is true for arrays the operator writes (weights, states,
-/// masters): a copied (IS_COPIED) or untrusted legacy tensor is refused for those, accepted for grads.
-ArrayRef import_dlpack(py::handle obj, const ArgLabel& label, bool output);
-
-/// The first step of import_dlpack alone: true and `*out` filled when `obj`'s type offers a usable DLPack
-/// C exchange API (PyTorch) and the producer accepted; false otherwise (no error pending).
-bool import_dlpack_exchange(py::handle obj, const ArgLabel& label, bool output, ArrayRef* out);
+/// Converts a DLPack producer `obj` to a view: through its type's C exchange table when fusedopt uses
+/// it (PyTorch) and the producer accepts, else by the protocol above; nullopt when `obj` has no
+/// __dlpack__ at all. `label` names the argument in messages ("sgd_update: weight"); `output` is true
+/// for arrays the operator writes (weights, states, masters): a copied (IS_COPIED) or untrusted legacy
+/// tensor is refused for those, accepted for grads.
+std::optional<ArrayRef> import_dlpack(py::handle obj, const ArgLabel& label, bool output);
 
 /// Registers `_core._testing`: a hand-made DLPack producer for the consumer's tests
 /// (`make_tensor(...)`) and `inspect(obj, name)`, which returns the view `to_array_ref` builds.

@@ -30,8 +30,6 @@ constexpr std::int64_t kBlock = 512;
 /// already) gains 2-6 % in bench_sgd_cpu but loses up to 15 % with NumPy's placements, so it keeps
 /// one stream; four streams were slower than two.
 constexpr std::int64_t kTwoStreamMin = 1 << 15;
-template <bool kMom>
-constexpr bool kTwoStreams = !kMom;
 
 template <class Acc>
 RuleScalars<Acc> rule_scalars(const Segment& seg, const SharedScalars& s) {
@@ -75,12 +73,10 @@ void apply_loop(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m,
 /// SGD over two equally long ranges in one loop: operands at [i] and [i + n] stream side by side.
 /// A core here reaches its bandwidth only with enough concurrent streams (PERF.md: more streams per
 /// core, more bandwidth), and plain SGD has only two; the element results are those of apply_loop.
-template <class Acc, bool kMom, bool kGrad, bool kClip>
-void sgd_loop2(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m, std::int64_t n,
-               const RuleScalars<Acc> p) {
+template <class Acc, bool kGrad, bool kClip>
+void sgd_loop2(Acc* __restrict w, const Acc* __restrict g, std::int64_t n, const RuleScalars<Acc> p) {
   Acc* __restrict w2 = w + n;
   const Acc* __restrict g2 = kGrad ? g + n : g;
-  Acc* __restrict m2 = kMom ? m + n : m;
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     Acc a = w[i], b = w2[i];
@@ -89,16 +85,8 @@ void sgd_loop2(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m, st
       ga = g[i];
       gb = g2[i];
     }
-    if constexpr (kMom) {
-      Acc ma = m[i], mb = m2[i];
-      sgd_mom_rule<Acc, kClip>(a, ma, ga, p);
-      sgd_mom_rule<Acc, kClip>(b, mb, gb, p);
-      m[i] = ma;
-      m2[i] = mb;
-    } else {
-      sgd_rule<Acc, kClip>(a, ga, p);
-      sgd_rule<Acc, kClip>(b, gb, p);
-    }
+    sgd_rule<Acc, kClip>(a, ga, p);
+    sgd_rule<Acc, kClip>(b, gb, p);
     w[i] = a;
     w2[i] = b;
   }
@@ -110,18 +98,17 @@ template <class Acc, RuleKind R, bool kMom, bool kGrad>
 void apply(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m, Acc* __restrict prev,
            std::int64_t n, const RuleScalars<Acc> p) {
   const bool clip = p.clip != std::numeric_limits<Acc>::infinity();
-  if constexpr (R == RuleKind::kSgd && kTwoStreams<kMom>) {
+  if constexpr (R == RuleKind::kSgd && !kMom) {
     if (n >= kTwoStreamMin) {
       // Pairs [0, h) with [h, 2h), then the rest in one stream. h = 0.45 n, not n / 2: streams a
       // power-of-two distance apart (n / 2 of a power-of-two tensor) collide in the memory system, and
       // equal-sized arrays allocated one after the other sit such distances apart too (64M sgd with
       // the grad right below the weight: n / 2 split 29.8 ms, one stream 23.5, 0.45 n 20.6 ms).
       const std::int64_t h = n / 100 * 45 / 64 * 64;
-      if (clip) sgd_loop2<Acc, kMom, kGrad, true>(w, g, m, h, p);
-      else sgd_loop2<Acc, kMom, kGrad, false>(w, g, m, h, p);
+      if (clip) sgd_loop2<Acc, kGrad, true>(w, g, h, p);
+      else sgd_loop2<Acc, kGrad, false>(w, g, h, p);
       w += 2 * h;
       if constexpr (kGrad) g += 2 * h;
-      if constexpr (kMom) m += 2 * h;
       n -= 2 * h;
     }
   }
