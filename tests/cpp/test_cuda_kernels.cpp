@@ -902,14 +902,24 @@ TEST_P(CudaBackup, MatchesCpu) {
   };
   for (int step = 0; step < 2; ++step) {
     SCOPED_TRACE("step " + std::to_string(step));
+    std::vector<std::vector<double>> backups_before(probs.size());
+    for (std::size_t k = 0; k < probs.size(); ++k)
+      for (std::int64_t i = 0; i < probs[k].prev->size(); ++i)
+        backups_before[k].push_back(probs[k].prev->get(i));
     run(false);
     run(true);
     sync_and_check();
     for (std::size_t k = 0; k < probs.size(); ++k) {
       SCOPED_TRACE("tensor " + std::to_string(k));
-      // prev is among the operands checked: a backup must be unchanged on both sides.
+      // prev is among the operands compared (device vs host); a backup is also unchanged on the host.
       for (Operand* o : probs[k].written()) EXPECT_TRUE(o->matches_device());
-      if (c.adaptive) EXPECT_TRUE(ms[k].matches_device());
+      if (c.adaptive) {
+        EXPECT_TRUE(ms[k].matches_device());
+      }
+      if (c.backup) {
+        for (std::int64_t i = 0; i < probs[k].prev->size(); ++i)
+          ASSERT_EQ(probs[k].prev->get(i), backups_before[k][static_cast<std::size_t>(i)]);
+      }
     }
     for (Problem& p : probs) p.new_grad(rng);
     upload();  // next step from identical state
