@@ -20,6 +20,7 @@
 
 #include "fusedopt/fusedopt.h"
 #include "reference.h"
+#include "test_support.h"
 
 namespace {
 
@@ -32,17 +33,9 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 std::size_t uz(std::int64_t i) { return static_cast<std::size_t>(i); }
 bool is16(DType t) { return t == DType::kFloat16 || t == DType::kBFloat16; }
 
-std::uint64_t mix(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 /// Uniform in [-1, 1), a function of (seed, i).
 double uniform(std::uint64_t seed, std::int64_t i) {
-  return static_cast<double>(mix(seed * 0x100000001B3ull + static_cast<std::uint64_t>(i)) >> 11) *
-             0x1p-52 -
-         1.0;
+  return fusedopt_test::uniform(seed, static_cast<std::uint64_t>(i));
 }
 
 /// A 1-D array of any storage dtype, read and written as double (16-bit via float, nearest even).
@@ -99,24 +92,11 @@ class Arr {
 
 // ---- capability fixture -----------------------------------------------------------------------------
 
-class CapabilityGuard {
- public:
-  explicit CapabilityGuard(const std::string& cap) : saved_(fusedopt::cpu_capability()) {
-    fusedopt::set_cpu_capability(cap);
-  }
-  ~CapabilityGuard() { fusedopt::set_cpu_capability(saved_); }
-  CapabilityGuard(const CapabilityGuard&) = delete;
-  CapabilityGuard& operator=(const CapabilityGuard&) = delete;
-
- private:
-  std::string saved_;
-};
-
 class Backup : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override { guard_.emplace(GetParam()); }
   void TearDown() override { guard_.reset(); }
-  std::optional<CapabilityGuard> guard_;
+  std::optional<fusedopt_test::CapabilityGuard> guard_;
 };
 
 INSTANTIATE_TEST_SUITE_P(Capability, Backup,

@@ -449,6 +449,37 @@ def _per_step(value: float | Sequence[float], n: int, name: str) -> list[float]:
     return values
 
 
+def _initial(weight: Any, n: int, lr: Any, wd: Any, multi_precision: bool, weight32: Any,
+             mom: Any, momentum: float) -> tuple:
+    """The starting point of a simulator: ``(lrs, wds, weight dtype, mp, state dtype, w, w32 or
+    None, m or None)``; ``mom`` None means zeros when ``momentum != 0``, else no momentum state."""
+    lrs = _per_step(lr, n, "lr")
+    wds = _per_step(wd, n, "wd")
+    w_dt = np.asarray(weight).dtype
+    mp = bool(multi_precision) and w_dt.name in LOW_PRECISION_NAMES
+    state_dt = F32 if mp else w_dt
+    w = np.array(weight, copy=True)
+    w32 = None
+    if mp:
+        w32 = round_to(weight32 if weight32 is not None else w.astype(np.float32), F32)
+    if mom is not None:
+        m = round_to(mom, state_dt)
+    elif momentum != 0:
+        m = np.zeros(w.shape, dtype=state_dt)
+    else:
+        m = None
+    return lrs, wds, w_dt, mp, state_dt, w, w32, m
+
+
+def _initial_mean_square(adaptive: bool, mean_square: Any, shape: tuple, state_dt: Any) -> Any:
+    """The adaptive rules' starting mean square (zeros unless given, as ``create_state``)."""
+    if not adaptive:
+        return None
+    if mean_square is not None:
+        return round_to(mean_square, state_dt)
+    return np.zeros(shape, dtype=state_dt)
+
+
 def run_sgd(weight: Any, grads: Iterable[Any], *, lr: float | Sequence[float],
             momentum: float = 0.0, wd: float | Sequence[float] = 0.0, rescale_grad: float = 1.0,
             clip_gradient: float | None = None, multi_precision: bool = False,
@@ -465,23 +496,8 @@ def run_sgd(weight: Any, grads: Iterable[Any], *, lr: float | Sequence[float],
       ``weight32`` defaults to ``float32(weight)``.
     """
     grads = list(grads)
-    n = len(grads)
-    lrs = _per_step(lr, n, "lr")
-    wds = _per_step(wd, n, "wd")
-    w_dt = np.asarray(weight).dtype
-    mp = bool(multi_precision) and w_dt.name in LOW_PRECISION_NAMES
-    state_dt = F32 if mp else w_dt
-
-    w = np.array(weight, copy=True)
-    w32 = None
-    if mp:
-        w32 = round_to(weight32 if weight32 is not None else w.astype(np.float32), F32)
-    if mom is not None:
-        m = round_to(mom, state_dt)
-    elif momentum != 0:
-        m = np.zeros(w.shape, dtype=state_dt)
-    else:
-        m = None
+    lrs, wds, w_dt, mp, state_dt, w, w32, m = _initial(weight, len(grads), lr, wd, multi_precision,
+                                                       weight32, mom, momentum)
 
     for g, lr_k, wd_k in zip(grads, lrs, wds):
         base = w32 if mp else w
@@ -516,28 +532,10 @@ def run_dcasgd(weight: Any, grads: Iterable[Any], *, lr: float | Sequence[float]
     ``adaptive`` the mean square starts at ``mean_square`` (default zeros, as ``create_state``).
     """
     grads = list(grads)
-    n = len(grads)
-    lrs = _per_step(lr, n, "lr")
-    wds = _per_step(wd, n, "wd")
-    w_dt = np.asarray(weight).dtype
-    mp = bool(multi_precision) and w_dt.name in LOW_PRECISION_NAMES
-    state_dt = F32 if mp else w_dt
-
-    w = np.array(weight, copy=True)
-    w32 = None
-    if mp:
-        w32 = round_to(weight32 if weight32 is not None else w.astype(np.float32), F32)
+    lrs, wds, w_dt, mp, state_dt, w, w32, m = _initial(weight, len(grads), lr, wd, multi_precision,
+                                                       weight32, mom, momentum)
     p = round_to(prev, state_dt) if prev is not None else np.array(w32 if mp else w, copy=True)
-    if mom is not None:
-        m = round_to(mom, state_dt)
-    elif momentum != 0:
-        m = np.zeros(w.shape, dtype=state_dt)
-    else:
-        m = None
-    ms = None
-    if adaptive:
-        ms = (round_to(mean_square, state_dt) if mean_square is not None
-              else np.zeros(w.shape, dtype=state_dt))
+    ms = _initial_mean_square(adaptive, mean_square, w.shape, state_dt)
 
     for g, lr_k, wd_k in zip(grads, lrs, wds):
         base = w32 if mp else w
@@ -572,26 +570,9 @@ def run_dcasgd_backup(weight: Any, grads: Iterable[Any], backups: Iterable[Any],
     grads, backups = list(grads), list(backups)
     if len(grads) != len(backups):
         raise ValueError("reference: one backup per step")
-    n = len(grads)
-    lrs = _per_step(lr, n, "lr")
-    wds = _per_step(wd, n, "wd")
-    w_dt = np.asarray(weight).dtype
-    mp = bool(multi_precision) and w_dt.name in LOW_PRECISION_NAMES
-    state_dt = F32 if mp else w_dt
-    w = np.array(weight, copy=True)
-    w32 = None
-    if mp:
-        w32 = round_to(weight32 if weight32 is not None else w.astype(np.float32), F32)
-    if mom is not None:
-        m = round_to(mom, state_dt)
-    elif momentum != 0:
-        m = np.zeros(w.shape, dtype=state_dt)
-    else:
-        m = None
-    ms = None
-    if adaptive:
-        ms = (round_to(mean_square, state_dt) if mean_square is not None
-              else np.zeros(w.shape, dtype=state_dt))
+    lrs, wds, w_dt, mp, state_dt, w, w32, m = _initial(weight, len(grads), lr, wd, multi_precision,
+                                                       weight32, mom, momentum)
+    ms = _initial_mean_square(adaptive, mean_square, w.shape, state_dt)
     for g, b, lr_k, wd_k in zip(grads, backups, lrs, wds):
         base = w32 if mp else w
         w64, m64, ms64 = dcasgd_backup_update(
