@@ -3,6 +3,8 @@ registry and multi-precision state handling, with Apache MXNet 2.0 semantics (se
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 import warnings
@@ -10,7 +12,7 @@ from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _core
 from . import functional as F
 from ._validate import check_clip, check_finite, check_nonnegative
 
@@ -22,6 +24,22 @@ _FP16_WARNING = (
 )
 
 T = TypeVar("T", bound=type)
+
+# Set by Updater around a call that stands for one update per index in turn (MXNet's non-aggregated
+# Updater): each index's count is taken, then its rates read, before the next index is counted.
+_PER_INDEX_COUNTS: contextvars.ContextVar[bool] = contextvars.ContextVar("per_index_counts",
+                                                                          default=False)
+
+
+@contextlib.contextmanager
+def per_index_counts() -> Any:
+    """Within the block, list updates count and rate their indices one after another (as separate
+    per-index calls would), while still being validated and written as one call."""
+    reset = _PER_INDEX_COUNTS.set(True)
+    try:
+        yield
+    finally:
+        _PER_INDEX_COUNTS.reset(reset)
 
 
 class _DefaultLearningRate(float):
@@ -229,7 +247,11 @@ class Optimizer:
             self.num_update = highest
         return (num_update, counts, keys, old)
 
-    def _undo_count(self, token: tuple[int, dict[Any, int], list[Any], list[Any]]) -> None:
+    def _undo_count(self, token: Any) -> None:
+        if type(token) is list:  # per-index tokens of _count_and_rates: undone newest first
+            for t in reversed(token):
+                self._undo_count(t)
+            return
         num_update, counts, keys, old = token
         for idx, prev in reversed(list(zip(keys, old))):
             if prev is None:
@@ -287,6 +309,64 @@ class Optimizer:
     def _get_lr(self, index: Any) -> float:
         return self._get_lrs([index])[0]
 
+    def _count_and_rates(self, indices: list[Any], per_index: bool = False
+                         ) -> tuple[Any, list[float], list[float]]:
+        """Counts one update of every index and returns ``(token, lrs, wds)``, the rates checked.
+        ``per_index`` (or an Updater's per_index_counts block): each index is counted, then its rates
+        read, before the next (the counts and scheduler values that one call per index would see).
+        When a rate is refused the counts are restored before raising; otherwise the caller passes
+        the token to :meth:`_undo_count` if its own validation refuses the call."""
+        if not (per_index or _PER_INDEX_COUNTS.get()) or len(indices) <= 1:
+            token = self._update_count(indices)
+            try:
+                lrs, wds = self._checked_rates(indices)
+            except BaseException:
+                self._undo_count(token)
+                raise
+            return token, lrs, wds
+        tokens: list[Any] = []
+        lrs, wds = [], []
+        try:
+            for index in indices:
+                tokens.append(self._update_count([index]))
+                (lr,), (wd,) = self._checked_rates([index])
+                lrs.append(lr)
+                wds.append(wd)
+        except BaseException:
+            self._undo_count(tokens)
+            raise
+        return tokens, lrs, wds
+
+    # ---------------------------------------------------------------------- whole-call validation
+    def _check(self, weight: Any, grad: Any, state: Any, master: bool, lr: float = 0.0,
+               wd: float = 0.0) -> None:
+        """Validates one tensor's arguments as its kernel will, writing nothing (subclasses)."""
+
+    def _call_arrays(self, position: int, weight: Any, grad: Any, state: Any, master: bool
+                     ) -> list[tuple[Any, str, int, bool]]:
+        """``(array, name, position, written)`` of every array one tensor's update reads or writes
+        (subclasses; used for the overlap check across a whole call)."""
+        return []
+
+    def _check_call(self, op: str, weights: Sequence[Any], grads: Sequence[Any],
+                    states: Sequence[Any], lrs: Sequence[float] | None = None,
+                    wds: Sequence[float] | None = None, masters: Sequence[bool] | None = None
+                    ) -> None:
+        """The validation of a whole call that several kernel launches (or reference updates)
+        carry out: every tensor checked as its kernel will check it, then every array of every
+        tensor checked together for overlaps (a written array sharing memory with any other) and
+        for one device. Writes nothing; a call that passes is written completely."""
+        n = len(weights)
+        if masters is None:
+            masters = [self._use_master(w) for w in weights]
+        entries: list[tuple[Any, str, int, bool]] = []
+        for k in range(n):
+            self._check(weights[k], grads[k], states[k], masters[k],
+                        0.0 if lrs is None else lrs[k], 0.0 if wds is None else wds[k])
+            entries += self._call_arrays(k, weights[k], grads[k], states[k], masters[k])
+        if len(entries) > 1:
+            _core._check_call_arrays(op, entries)
+
     # -------------------------------------------------------------------------------------- states
     def create_state(self, index: Any, weight: Any) -> Any:
         """The optimizer state of one weight (None when there is none)."""
@@ -329,6 +409,9 @@ class Optimizer:
         if not self.multi_precision or self.use_fused_step:
             self.update(indices, weights, grads, states)
             return
+        # The reference path writes the float32 masters, then the weights: the whole call (weights
+        # included) is validated first, so a refused call writes neither.
+        self._check_call("update_multi_precision", weights, grads, states)
         masters, inner, grads32 = [], [], []
         for weight, grad, state in zip(weights, grads, states):
             if self._use_master(weight):

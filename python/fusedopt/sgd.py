@@ -116,30 +116,51 @@ class SGD(Optimizer):
             return None
         return _arrays.zeros_like(weight)
 
-    def _check(self, weight: Any, grad: Any, state: Any, master: bool) -> None:
+    def _check(self, weight: Any, grad: Any, state: Any, master: bool, lr: float = 0.0,
+               wd: float = 0.0) -> None:
         """Validates one tensor's arguments as its kernel will (nothing written)."""
         kw = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient,
-              "momentum": self.momentum, "lazy_update": self.lazy_update}
+              "momentum": self.momentum, "lazy_update": self.lazy_update, "lr": lr, "wd": wd}
         if master:
             w32, mom = _master_state(state)
             F.check_sgd_args(weight, grad, mom, w32, **kw)
         else:
             F.check_sgd_args(weight, grad, state, None, **kw)
 
+    def _call_arrays(self, position: int, weight: Any, grad: Any, state: Any, master: bool
+                     ) -> list[tuple[Any, str, int, bool]]:
+        mom, w32 = _master_state(state) if master else (state, None)
+        out = [(weight, "weights", position, True)]
+        if isinstance(grad, RowSparseArray):
+            out.append((grad.data, "grads.data", position, False))
+            idx = grad.indices
+            if isinstance(idx, np.ndarray) and idx.dtype == np.int64 and idx.flags.c_contiguous:
+                # Only the memory range matters here; the array checks take float dtypes.
+                out.append((idx.view(np.float64), "grads.indices", position, False))
+        else:
+            out.append((grad, "grads", position, False))
+        if mom is not None:
+            out.append((mom, "moms", position, True))
+        if w32 is not None:
+            out.append((w32, "weights32", position, True))
+        return out
+
     def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
-        """Reference path: NumPy arithmetic in the compute dtype, one index at a time. Every tensor
-        is validated (as the kernels would) before the first is written."""
-        items = list(zip(_as_list(indices), _as_list(weights), _as_list(grads), _as_list(states)))
-        items = [(i, *_arrays.numpy_view(rest)) for i, *rest in items]  # torch CPU -> NumPy views
-        for _, weight, grad, state in items:
-            self._check(weight, grad, state, master=False)
-        for index, weight, grad, state in items:
-            token = self._update_count(index)
-            try:
-                (lr,), (wd,) = self._checked_rates([index])
-            except BaseException:
-                self._undo_count(token)
-                raise
+        """Reference path: NumPy arithmetic in the compute dtype, one index at a time (each index
+        counted, then its rates read, as MXNet's loop). The whole call (every tensor, the rates of
+        every index, overlaps across tensors) is validated before the first write."""
+        indices, weights = _as_list(indices), _as_list(weights)
+        grads, states = _as_list(grads), _as_list(states)
+        _same_lengths("step", indices, weights, grads, states)
+        views = [_arrays.numpy_view(item) for item in zip(weights, grads, states)]  # torch CPU -> NumPy
+        token, lrs, wds = self._count_and_rates(indices, per_index=True)
+        try:
+            self._check_call("step", [v[0] for v in views], [v[1] for v in views],
+                             [v[2] for v in views], lrs, wds, [False] * len(views))
+        except BaseException:
+            self._undo_count(token)
+            raise
+        for (weight, grad, state), lr, wd in zip(views, lrs, wds):
             acc = _acc_dtype(weight)
             with np.errstate(all="ignore"):  # NaN/Inf propagate by design, as in the kernels
                 w, r = _preprocess(weight, grad, acc, wd, self.rescale_grad, self.clip_gradient)
@@ -156,7 +177,8 @@ class SGD(Optimizer):
     def fused_step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
         """Fused kernels: counts every index first, then one kernel per tensor, or aggregated calls of
         up to ``aggregate_num`` tensors grouped by dtype and precision mode. A call that needs more
-        than one kernel launch validates every tensor first, so a rejected call writes nothing."""
+        than one kernel launch is validated as a whole first (every tensor, and overlaps across all
+        of them), so a rejected call writes nothing and leaves the counts as they were."""
         if not isinstance(indices, (list, tuple)):
             return self._fused_one(indices, weights, grads, states)
         if len(indices) == 1:
@@ -164,9 +186,8 @@ class SGD(Optimizer):
         indices, weights = _as_call_list(indices), _as_call_list(weights)
         grads, states = _as_call_list(grads), _as_call_list(states)
         _same_lengths("fused_step", indices, weights, grads, states)
-        token = self._update_count(indices)
+        token, lrs, wds = self._count_and_rates(indices)
         try:
-            lrs, wds = self._checked_rates(indices)
             if (not self.multi_precision and 1 < len(weights) <= self.aggregate_num
                     and len(weights) == len(grads) == len(states)):
                 # The usual aggregated step, one native call over the parallel lists (it validates
@@ -188,9 +209,8 @@ class SGD(Optimizer):
                 calls = self._aggregated_calls(weights, grads, states, lrs, wds, common)
             else:
                 calls = [self._single_call(*args, common) for args in zip(weights, grads, states, lrs, wds)]
-            if len(calls) > 1:
-                for weight, grad, state in zip(weights, grads, states):
-                    self._check(weight, grad, state, master=self._use_master(weight))
+            if len(calls) > 1:  # several launches: the whole call is validated before the first
+                self._check_call("fused_step", weights, grads, states, lrs, wds)
         except BaseException:
             self._undo_count(token)
             raise

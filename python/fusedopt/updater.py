@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import operator
 import warnings
 import zipfile
 from typing import Any
@@ -26,11 +25,10 @@ from typing import Any
 import numpy as np
 
 from . import _arrays, lr_scheduler
-from .optimizer import Optimizer
+from .optimizer import Optimizer, per_index_counts
 
 __all__ = ["Updater", "get_updater"]
 
-_DTYPE_OF = operator.attrgetter("dtype")
 
 FORMAT = "fusedopt.updater_states"
 VERSION = 1
@@ -53,8 +51,10 @@ class Updater:
     """Calls ``optimizer.update_multi_precision`` for ``updater(index, grad, weight)``.
 
     ``index``, ``grad`` and ``weight`` are single items or equal-length lists. States are created on
-    first sight of an index with ``create_state_multi_precision``. With ``aggregate_num > 1`` weights
-    are grouped by dtype and updated ``aggregate_num`` at a time; otherwise one index per call.
+    first sight of an index with ``create_state_multi_precision``. The whole list goes to the
+    optimizer in one call: with ``aggregate_num > 1`` its kernels update weights grouped by dtype,
+    ``aggregate_num`` at a time; otherwise one tensor per kernel, each index counted and rated in turn.
+    Either way the call is validated as a whole first: a refused call writes nothing.
     """
 
     def __init__(self, optimizer: Optimizer) -> None:
@@ -90,33 +90,16 @@ class Updater:
                 elif not synced[idx]:
                     states[idx] = self._sync_state(idx, states[idx], weights[i])
                     synced[idx] = True
-        if not self.aggregate_updates:
-            for i, w, g in zip(indices, weights, grads):
-                self.optimizer.update_multi_precision([i], [w], [g], [self.states[i]])
-            return
-        chunk = self.optimizer.aggregate_num
-        try:
-            dtypes = list(map(_DTYPE_OF, weights))
-        except AttributeError:  # not an array: the grouping below raises the proper error
-            dtypes = [None, weights]
-        if math.isinf(chunk) and dtypes.count(dtypes[0]) == len(dtypes):
-            # One dtype (the usual case): one group, one call; same as the loop below.
-            self.optimizer.update_multi_precision(indices, weights, grads,
-                                                  list(map(states.__getitem__, indices)))
-            return
-        by_dtype: dict[str, list[int]] = {}
-        for k, w in enumerate(weights):
-            by_dtype.setdefault(_arrays.dtype_name(w), []).append(k)
-        for members in by_dtype.values():
-            size = len(members) if math.isinf(chunk) else int(chunk)
-            for start in range(0, len(members), size):
-                part = members[start:start + size]
-                self.optimizer.update_multi_precision(
-                    [indices[k] for k in part],
-                    [weights[k] for k in part],
-                    [grads[k] for k in part],
-                    [self.states[indices[k]] for k in part],
-                )
+        # One optimizer call for the whole list: the optimizer splits it into kernel launches
+        # (aggregate_num at a time, grouped by dtype) and validates all of them before the first
+        # write, so a refused call writes nothing. Without aggregation each index is counted and
+        # rated in turn, as one call per index would be.
+        st = list(map(states.__getitem__, indices))
+        if self.aggregate_updates:
+            self.optimizer.update_multi_precision(indices, weights, grads, st)
+        else:
+            with per_index_counts():
+                self.optimizer.update_multi_precision(indices, weights, grads, st)
 
     # ----------------------------------------------------------------------------------- loading
     def _sync_state(self, index: Any, state: Any, weight: Any) -> Any:
