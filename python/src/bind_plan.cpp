@@ -17,22 +17,21 @@ void bind_plan(py::module_& m) {
         // the whole call (a producer's callbacks run during conversion); checks run on owned views.
         const py::tuple items(entries);
         std::vector<std::string> names;
-        std::vector<ArrayRef> refs;
         std::vector<CallArray> arrays;
+        ViewList views;
         names.reserve(items.size());
-        refs.reserve(items.size());
+        views.start(items.size());
         for (py::handle item : items) {
           const auto t = py::reinterpret_borrow<py::object>(item).cast<py::tuple>();
           if (t.size() != 4) throw TypeError(op + ": internal plan entry must be a 4-tuple");
           names.push_back(t[1].cast<std::string>());
-          const auto pos = t[2].cast<std::int64_t>();
-          refs.push_back(to_array_ref(t[0], op.c_str(), names.back().c_str(), pos));
           CallArray& a = arrays.emplace_back();
-          a.position = pos;
+          a.position = t[2].cast<std::int64_t>();
           a.written = t[3].cast<bool>();
+          views.add(t[0], op.c_str(), names.back().c_str(), a.position);
         }
         for (std::size_t k = 0; k < arrays.size(); ++k) {
-          arrays[k].view = refs[k].view;
+          arrays[k].view = views.views[k];
           arrays[k].name = names[k].c_str();
         }
         check_call_arrays(op.c_str(), arrays.data(), arrays.size());
