@@ -11,7 +11,8 @@ import numpy as np
 from . import _arrays
 from . import functional as F
 from ._validate import check_nonnegative
-from .optimizer import (DEFAULT_LEARNING_RATE, Optimizer, _as_call_list, _as_list, _same_lengths,
+from .optimizer import (DEFAULT_LEARNING_RATE, Optimizer, _as_call_list, _as_list, _call_lists,
+                        _same_lengths,
                         register,
                         resolve_default_lr)
 from .prepared import PreparedStep
@@ -96,9 +97,7 @@ class DCASGD(Optimizer):
     def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
         """Reference path: vectorised NumPy arithmetic in the compute dtype, one index at a time
         (counted, then rated, as MXNet's loop). The whole call is validated before the first write."""
-        indices, weights = _as_list(indices), _as_list(weights)
-        grads, states = _as_list(grads), _as_list(states)
-        _same_lengths("step", indices, weights, grads, states)
+        indices, weights, grads, states = _call_lists(indices, weights, grads, states)
         views = [_arrays.numpy_view(item) for item in zip(weights, grads, states)]  # torch CPU -> NumPy
         token, lrs, wds = self._count_and_rates(indices, per_index=True)
         try:

@@ -70,6 +70,17 @@ def _same_lengths(op: str, indices: list[Any], weights: list[Any], grads: list[A
                          f"{len(indices)}, {len(weights)}, {len(grads)} and {len(states)}")
 
 
+def _call_lists(indices: Any, weights: Any, grads: Any, states: Any
+                ) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """The four arguments of an update as lists: one index (not a list or tuple) means one item of
+    each (a state may itself be a tuple); lists must have the same length."""
+    if not isinstance(indices, (list, tuple)):
+        return [indices], [weights], [grads], [states]
+    out = (_as_list(indices), _as_list(weights), _as_list(grads), _as_list(states))
+    _same_lengths("update", *out)
+    return out
+
+
 def _as_call_list(x: Any) -> list[Any]:
     """_as_list for use within one call: a list is returned as is (not copied), since nothing keeps
     it past the call."""
@@ -200,10 +211,20 @@ class Optimizer:
             raise TypeError(f"aggregate_num must be an int, math.inf or None, got {value!r}")
         if math.isinf(value) and value > 0:
             self._aggregate_num = math.inf
-        elif math.isfinite(value) and float(value).is_integer():
+        elif math.isfinite(value) and float(value).is_integer() and value >= 1:
             self._aggregate_num = int(value)
         else:
-            raise ValueError(f"Invalid aggregate_num value: {value!r} (expected an int or math.inf)")
+            raise ValueError(f"Invalid aggregate_num value: {value!r} (expected an int >= 1 or "
+                             "math.inf)")
+
+    @property
+    def lr(self) -> float | None:
+        """The learning rate without a scheduler (None when only the scheduler sets it)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float | None) -> None:
+        self._lr = None if value is None else check_nonnegative("lr", value)
 
     @property
     def learning_rate(self) -> float:
