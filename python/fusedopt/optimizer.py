@@ -1,5 +1,5 @@
 """The Optimizer base class: hyper-parameters, per-index lr/wd multipliers, update counting, the
-registry and multi-precision state handling, with Apache MXNet 2.0 semantics (see SPEC.md §2)."""
+registry and multi-precision state handling, with Apache MXNet 2.0 semantics (see docs/SEMANTICS.md §2)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def per_index_counts() -> Any:
 
 class _DefaultLearningRate(float):
     """The float 0.1 shown as SGD's / DCASGD's default learning rate, recognisable by identity, so a
-    scheduler passed without an explicit learning_rate keeps its own base_lr (SPEC.md §2)."""
+    scheduler passed without an explicit learning_rate keeps its own base_lr (docs/SEMANTICS.md §2)."""
 
     def __repr__(self) -> str:
         return "0.1"
