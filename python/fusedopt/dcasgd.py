@@ -11,8 +11,7 @@ import numpy as np
 from . import _arrays
 from . import functional as F
 from ._validate import check_nonnegative
-from .optimizer import (DEFAULT_LEARNING_RATE, Optimizer, _as_call_list, _as_list, _call_lists,
-                        _same_lengths,
+from .optimizer import (DEFAULT_LEARNING_RATE, Optimizer, _as_call_list, _as_list, _same_lengths,
                         register,
                         resolve_default_lr)
 from .prepared import PreparedStep
@@ -97,16 +96,7 @@ class DCASGD(Optimizer):
     def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
         """Reference path: vectorised NumPy arithmetic in the compute dtype, one index at a time
         (counted, then rated, as MXNet's loop). The whole call is validated before the first write."""
-        indices, weights, grads, states = _call_lists(indices, weights, grads, states)
-        views = [_arrays.numpy_view(item) for item in zip(weights, grads, states)]  # torch CPU -> NumPy
-        token, lrs, wds = self._count_and_rates(indices, per_index=True)
-        try:
-            self._check_call("step", [v[0] for v in views], [v[1] for v in views],
-                             [v[2] for v in views], lrs, wds, [False] * len(views))
-        except BaseException:
-            self._undo_count(token)
-            raise
-        for (weight, grad, state), lr, wd in zip(views, lrs, wds):
+        for weight, grad, state, lr, wd in self._reference_plan(indices, weights, grads, states):
             mom, prev = state
             acc = _acc_dtype(weight)
             with np.errstate(all="ignore"):  # NaN/Inf propagate by design, as in the kernels

@@ -406,6 +406,22 @@ class Optimizer:
             warnings.warn(_FP16_WARNING, UserWarning, stacklevel=2)
         return self.create_state(index, weight)
 
+    def _reference_plan(self, indices: Any, weights: Any, grads: Any, states: Any
+                        ) -> list[tuple[Any, Any, Any, float, float]]:
+        """The plan of a reference ``step``: ``(weight, grad, state, lr, wd)`` per index, arrays as
+        NumPy views (torch CPU tensors included), each index counted then rated in turn (MXNet's
+        loop), the whole call validated. Nothing is written; a refused call restores the counts."""
+        indices, weights, grads, states = _call_lists(indices, weights, grads, states)
+        views = [_arrays.numpy_view(item) for item in zip(weights, grads, states)]
+        token, lrs, wds = self._count_and_rates(indices, per_index=True)
+        try:
+            self._check_call("step", [v[0] for v in views], [v[1] for v in views],
+                             [v[2] for v in views], lrs, wds, [False] * len(views))
+        except BaseException:
+            self._undo_count(token)
+            raise
+        return [(w, g, st, lr, wd) for (w, g, st), lr, wd in zip(views, lrs, wds)]
+
     # ------------------------------------------------------------------------------------- updates
     def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
         """Reference (unfused) update of lists of weights; subclasses implement it."""
