@@ -337,7 +337,10 @@ class Optimizer:
         read, before the next (the counts and scheduler values that one call per index would see).
         When a rate is refused the counts are restored before raising; otherwise the caller passes
         the token to :meth:`_undo_count` if its own validation refuses the call."""
-        if not (per_index or _PER_INDEX_COUNTS.get()) or len(indices) <= 1:
+        # Without a scheduler the rates do not depend on the counts: counting the list at once gives
+        # the same counts and rates as counting index after index.
+        if (not (per_index or _PER_INDEX_COUNTS.get()) or len(indices) <= 1
+                or self.lr_scheduler is None):
             token = self._update_count(indices)
             try:
                 lrs, wds = self._checked_rates(indices)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _core
 from . import functional as F
 from ._validate import check_nonnegative
 from .optimizer import (DEFAULT_LEARNING_RATE, Optimizer, _as_call_list, _as_list, _same_lengths,
@@ -126,6 +126,25 @@ class SGD(Optimizer):
             F.check_sgd_args(weight, grad, mom, w32, **kw)
         else:
             F.check_sgd_args(weight, grad, state, None, **kw)
+
+    def _check_call(self, op: str, weights: Any, grads: Any, states: Any, lrs: Any = None,
+                    wds: Any = None, masters: Any = None) -> None:
+        """Optimizer._check_call in one native pass when every gradient is dense (the usual case)."""
+        if RowSparseArray in map(type, grads):
+            return super()._check_call(op, weights, grads, states, lrs, wds, masters)
+        n = len(weights)
+        if masters is None:
+            masters = [self._use_master(w) for w in weights]
+        moms, masters32 = [], []
+        for state, master in zip(states, masters):
+            w32, mom = _master_state(state) if master else (None, state)
+            moms.append(mom)
+            masters32.append(w32)
+        zeros = [0.0] * n
+        _core._check_sgd_call(op, list(weights), list(grads), moms, masters32,
+                              zeros if lrs is None else list(lrs), zeros if wds is None else list(wds),
+                              self._momentum, self._rescale_grad, self._clip_gradient)
+        return None
 
     def _call_arrays(self, position: int, weight: Any, grad: Any, state: Any, master: bool
                      ) -> list[tuple[Any, str, int, bool]]:
