@@ -500,6 +500,9 @@ class Optimizer:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "lr" in state:  # pickled before lr became a validated property
+            state = dict(state)
+            state["_lr"] = state.pop("lr")
         self.__dict__.update(state)
         self.param_dict = {}
 

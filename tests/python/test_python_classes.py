@@ -81,3 +81,15 @@ def test_namespace_is_the_public_api():
     for leak in ("os", "annotations", "np", "numpy", "math"):
         assert not hasattr(fo, leak), leak
     assert len(fo.__all__) == len(set(fo.__all__))
+
+
+def test_optimizer_pickled_before_lr_was_a_property_still_loads():
+    import pickle
+
+    opt = fo.SGD(learning_rate=0.3, momentum=0.9)
+    state = opt.__getstate__()
+    state["lr"] = state.pop("_lr")  # the attribute name older versions pickled
+    old = fo.SGD.__new__(fo.SGD)
+    old.__setstate__(state)
+    assert old.lr == 0.3 and old.learning_rate == 0.3
+    assert pickle.loads(pickle.dumps(old)).lr == 0.3
