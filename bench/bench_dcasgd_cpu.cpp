@@ -4,7 +4,7 @@
 //   BM_mp_dcasgd_mom/f16/<n>/<cap>           float16 weight, float32 master, prev and momentum (30 B)
 //   BM_dcasgd_mom_per_tensor/f32/resnet50/<cap>  one dcasgd_update per ResNet-50 tensor, 161 calls per
 //                                            step
-// The paper's form (per-worker backup, only read) and the adaptive lambda (SPEC section 13):
+// The paper's form (per-worker backup, only read) and the adaptive lambda (docs/SEMANTICS.md §13):
 //   BM_dcasgd_backup_mom/f32/<n>/<cap>       w, g, m, backup read; w, m written (24 B/elem)
 //   BM_dcasgd_backup_ada_mom/f32/<n>/<cap>   adaptive: + mean square read and written (32 B/elem)
 //   BM_mp_dcasgd_backup_ada_mom/f16/<n>/<cap> float16 weight; float32 master, backup, m, ms (34 B)

@@ -121,9 +121,10 @@ class DCASGD(Optimizer):
                 "momentum": self.momentum, "lamda": self.lamda, "ms_decay": self.ms_decay,
                 "eps": self.eps}
 
-    def _check(self, weight: Any, grad: Any, state: Any, master: bool) -> None:
+    def _check(self, weight: Any, grad: Any, state: Any, master: bool, lr: float = 0.0,
+               wd: float = 0.0) -> None:
         """Validates one tensor's arguments as its kernel will (nothing written)."""
-        kw = self._kernel_kw()
+        kw = {**self._kernel_kw(), "lr": lr, "wd": wd}
         if master:
             w32, inner = _master_state(state)
             mom, prev32, ms = _dcasgd_state(inner, self.adaptive)
@@ -132,20 +133,24 @@ class DCASGD(Optimizer):
             mom, prev, ms = _dcasgd_state(state, self.adaptive)
             F.check_dcasgd_args(weight, grad, mom, prev, None, ms, **kw)
 
+    def _call_arrays(self, position: int, weight: Any, grad: Any, state: Any, master: bool
+                     ) -> list[tuple[Any, str, int, bool]]:
+        w32, inner = _master_state(state) if master else (None, state)
+        mom, prev, ms = _dcasgd_state(inner, self.adaptive)
+        out = [(weight, "weights", position, True), (grad, "grads", position, False),
+               (prev, "prevs", position, True)]
+        if mom is not None:
+            out.append((mom, "moms", position, True))
+        if ms is not None:
+            out.append((ms, "mean_squares", position, True))
+        if w32 is not None:
+            out.append((w32, "weights32", position, True))
+        return out
+
     def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
-        """Reference path: vectorised NumPy arithmetic in the compute dtype, one index at a time.
-        Every tensor is validated (as the kernels would) before the first is written."""
-        items = list(zip(_as_list(indices), _as_list(weights), _as_list(grads), _as_list(states)))
-        items = [(i, *_arrays.numpy_view(rest)) for i, *rest in items]  # torch CPU -> NumPy views
-        for _, weight, grad, state in items:
-            self._check(weight, grad, state, master=False)
-        for index, weight, grad, state in items:
-            token = self._update_count(index)
-            try:
-                (lr,), (wd,) = self._checked_rates([index])
-            except BaseException:
-                self._undo_count(token)
-                raise
+        """Reference path: vectorised NumPy arithmetic in the compute dtype, one index at a time
+        (counted, then rated, as MXNet's loop). The whole call is validated before the first write."""
+        for weight, grad, state, lr, wd in self._reference_plan(indices, weights, grads, states):
             mom, prev, ms = _dcasgd_state(state, self.adaptive)
             acc = _acc_dtype(weight)
             with np.errstate(all="ignore"):  # NaN/Inf propagate by design, as in the kernels
@@ -220,15 +225,17 @@ class DCASGD(Optimizer):
     def fused_step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
         """Fused DCASGD kernels. Counts every index first. One tensor: one kernel call. A list: one
         aggregated call (one parallel region) per kind of tensor (master or not, momentum buffer or
-        not), the whole list validated before the first write."""
+        not), the whole list validated before the first write. One index (not a list or tuple) is
+        one item of each argument (its state is itself a tuple)."""
+        if not isinstance(indices, (list, tuple)):
+            indices, weights, grads, states = [indices], [weights], [grads], [states]
         indices, weights = _as_call_list(indices), _as_call_list(weights)
         grads, states = _as_call_list(grads), _as_call_list(states)
         _same_lengths("fused_step", indices, weights, grads, states)
-        token = self._update_count(indices)
+        token, lrs, wds = self._count_and_rates(indices)
         kw = self._kernel_kw()
         adaptive = self.adaptive
         try:
-            lrs, wds = self._checked_rates(indices)
             if len(weights) == 1:
                 weight, grad, state = weights[0], grads[0], states[0]
                 if self._use_master(weight):
@@ -252,9 +259,8 @@ class DCASGD(Optimizer):
                                           cols[2] if adaptive else None, lrs=lrs, wds=wds, **kw)
                     return
             groups, split = self._split_states(weights, states)
-            if len(groups) > 1:
-                for weight, grad, state in zip(weights, grads, states):
-                    self._check(weight, grad, state, master=self._use_master(weight))
+            if len(groups) > 1:  # several launches: the whole call is validated before the first
+                self._check_call("fused_step", weights, grads, states, lrs, wds)
         except BaseException:
             self._undo_count(token)
             raise

@@ -1,4 +1,4 @@
-// test_dcasgd_backup.cpp — the C++ API of SPEC §13 (DC-ASGD with per-worker backups and the adaptive
+// test_dcasgd_backup.cpp — the C++ API of docs/SEMANTICS.md §13 (DC-ASGD with per-worker backups and the adaptive
 // lambda of DC-ASGD-a) against the double reference (reference.h), once per CPU capability:
 //  - dcasgd_backup_update / mp_dcasgd_backup_update, constant and adaptive, momentum on and off, clip
 //    on and off, over sizes around the SIMD widths, the 512-element block and the OpenMP split;

@@ -1,7 +1,7 @@
-"""Independent NumPy float64 reference of SPEC.md (SGD, DCASGD, multi-precision, row-sparse; section
-13: DCASGD with per-worker backups and the adaptive lambda of DC-ASGD-a).
+"""Independent NumPy float64 reference of docs/SEMANTICS.md (SGD, DCASGD, multi-precision, row-sparse;
+section 13: DCASGD with per-worker backups and the adaptive lambda of DC-ASGD-a).
 
-Written from /work/shared/SPEC.md alone, for the tests. It never imports ``fusedopt``.
+Written from docs/SEMANTICS.md alone, for the tests. It never imports ``fusedopt``.
 
 Conventions
 -----------
@@ -10,7 +10,7 @@ Conventions
   arguments and return *new, unrounded float64* arrays.
 * **Multi-precision single-step functions** (``mp_sgd_update``, ``mp_sgd_mom_update``,
   ``mp_dcasgd_update``) also never modify their arguments, but rounding is part of their
-  definition (SPEC section 4), so they return arrays in their *storage* dtypes: the low-precision
+  definition (docs/SEMANTICS.md §4), so they return arrays in their *storage* dtypes: the low-precision
   weight, float32 master, float32 momentum / previous weight.
 * **Multi-step simulators** (``run_sgd``, ``run_dcasgd``) take the initial weight in its storage
   dtype and a sequence of gradients and round at exactly the points where the kernels store:
@@ -27,7 +27,7 @@ Conventions
 
 Hyper-parameters are used as exact Python floats (float64); for float32 compute the kernels round
 them to float32, which the float32 tolerances absorb. NaN / Inf follow IEEE arithmetic on the
-formulas exactly as SPEC writes them (``clip`` lets a NaN through, clips +-inf to +-c).
+formulas exactly as docs/SEMANTICS.md writes them (``clip`` lets a NaN through, clips +-inf to +-c).
 """
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def round_to(x: Any, dtype: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 def _check_hyper(lr: float, wd: float, rescale_grad: float, clip_gradient: float | None,
                  momentum: float = 0.0) -> None:
-    """The reference refuses what SPEC refuses, so a wrong test setup cannot pass silently."""
+    """The reference refuses what docs/SEMANTICS.md refuses, so a wrong test setup cannot pass silently."""
     for name, v in (("lr", lr), ("wd", wd), ("momentum", momentum)):
         if math.isnan(v) or v < 0:
             raise ValueError(f"reference: {name} must be >= 0 and not NaN, got {v}")
@@ -134,7 +134,7 @@ def _check_hyper(lr: float, wd: float, rescale_grad: float, clip_gradient: float
 
 
 def clip(x: Any, c: float | None) -> np.ndarray:
-    """SPEC ``clip``: ``c`` if ``x > c``, ``-c`` if ``x < -c``, else ``x`` (NaN passes through).
+    """docs/SEMANTICS.md ``clip``: ``c`` if ``x > c``, ``-c`` if ``x < -c``, else ``x`` (NaN passes through).
 
     ``c=None`` returns a float64 copy unchanged; ``c=inf`` clips nothing.
     """
@@ -179,7 +179,7 @@ def dcasgd_update(weight: Any, grad: Any, mom: Any | None, prev: Any, *, lr: flo
                   momentum: float = 0.0, lamda: float = 0.04, wd: float = 0.0,
                   rescale_grad: float = 1.0, clip_gradient: float | None = None,
                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """DCASGD (SPEC section 7). Returns ``(w, m or None, prev)`` as new float64 arrays.
+    """DCASGD (docs/SEMANTICS.md §7). Returns ``(w, m or None, prev)`` as new float64 arrays.
 
     ``d = r + lam*r*r*(w - prev)`` with ``r`` including weight decay; ``prev`` becomes the weight
     before this update. ``mom=None`` means no momentum (``step = -lr*d``).
@@ -216,7 +216,7 @@ def _check_adaptive(lamda: float, ms_decay: float, eps: float) -> None:
 def _compensated(w: np.ndarray, r: np.ndarray, anchor: Any, mean_square: Any | None, *,
                  lamda: float, ms_decay: float, eps: float
                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    """SPEC section 13: ``(d, ms or None)`` with ``d = r + lam_t * r * r * (w - anchor)``.
+    """docs/SEMANTICS.md §13: ``(d, ms or None)`` with ``d = r + lam_t * r * r * (w - anchor)``.
 
     adaptive (mean_square given): ``ms = ms_decay * ms + (1 - ms_decay) * r * r`` first, then
     ``lam_t = lamda / sqrt(ms + eps)``; constant: ``lam_t = lamda``.
@@ -237,7 +237,7 @@ def dcasgd_backup_update(weight: Any, grad: Any, backup: Any, mom: Any | None = 
                          clip_gradient: float | None = None, ms_decay: float = 0.95,
                          eps: float = 1e-7,
                          ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """DC-ASGD with the pushing worker's backup (SPEC section 13). Returns ``(w, m or None,
+    """DC-ASGD with the pushing worker's backup (docs/SEMANTICS.md §13). Returns ``(w, m or None,
     ms or None)`` as new float64 arrays; ``backup`` is only read.
 
     ``m = mu*m - lr*d; w = w + m`` with ``mom``, else ``w = w - lr*d``.
@@ -261,7 +261,7 @@ def dcasgd_adaptive_update(weight: Any, grad: Any, mom: Any | None, prev: Any, m
                            rescale_grad: float = 1.0, clip_gradient: float | None = None,
                            ms_decay: float = 0.95, eps: float = 1e-7,
                            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
-    """MXNet's DCASGD form with the adaptive lambda (SPEC section 13 on ``dcasgd_update``):
+    """MXNet's DCASGD form with the adaptive lambda (docs/SEMANTICS.md §13 on ``dcasgd_update``):
     returns ``(w, m or None, prev, ms)`` float64; ``prev`` becomes the weight before the update."""
     _check_adaptive(lamda, ms_decay, eps)
     w = _f64(weight)
@@ -328,7 +328,7 @@ def mp_dcasgd_update(weight: Any, grad: Any, mom: Any | None, prev32: Any, weigh
 
 
 # --------------------------------------------------------------------------------------------
-# row-sparse gradients (SPEC section 6)
+# row-sparse gradients (docs/SEMANTICS.md §6)
 # --------------------------------------------------------------------------------------------
 class RowSparseGrad(NamedTuple):
     """Reference-side row-sparse gradient: ``data`` rows stored at ``indices`` of ``shape``."""
@@ -492,7 +492,7 @@ def run_sgd(weight: Any, grads: Iterable[Any], *, lr: float | Sequence[float],
     * ``lr`` / ``wd``: a number, or one value per step (e.g. a learning-rate change mid-run).
     * ``mom``: initial momentum; ``None`` -> zeros if ``momentum != 0`` else no momentum state
       (pass zeros explicitly to simulate ``sgd_mom_update`` with ``momentum=0``).
-    * ``multi_precision``: only meaningful for float16/bfloat16 weights (as in SPEC section 2);
+    * ``multi_precision``: only meaningful for float16/bfloat16 weights (as in docs/SEMANTICS.md §2);
       ``weight32`` defaults to ``float32(weight)``.
     """
     grads = list(grads)

@@ -1,4 +1,4 @@
-"""DC-ASGD as in the paper (SPEC section 13) against the float64 reference.
+"""DC-ASGD as in the paper (docs/SEMANTICS.md §13) against the float64 reference.
 
 Kernels: ``dcasgd_backup_update`` (the anchor is a per-worker backup, only read), its
 multi-precision and aggregated forms, and the adaptive lambda (DC-ASGD-a) on both the backup form
@@ -607,3 +607,17 @@ def test_adaptive_prepare_is_not_available():
     w = np.ones(3)
     with pytest.raises(NotImplementedError, match="adaptive"):
         opt.prepare([0], [w], [np.ones(3)], [opt.create_state(0, w)])
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_fused_step_accepts_one_item_not_in_a_list(adaptive, rng):
+    """The default path now: ``update(index, weight, grad, state)`` with a tuple state is one item."""
+    w = random_array(rng, (5,), np.float32)
+    a, b = w.copy(), w.copy()
+    g = random_array(rng, (5,), np.float32)
+    one, listed = (fo.DCASGD(learning_rate=0.1, momentum=0.9, adaptive=adaptive) for _ in range(2))
+    sa, sb = one.create_state(0, a), listed.create_state(0, b)
+    one.update(0, a, g, sa)
+    listed.update([0], [b], [g], [sb])
+    assert_bitwise_equal(a, b)
+    assert one.num_update == listed.num_update == 1
