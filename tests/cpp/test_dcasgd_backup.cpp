@@ -375,6 +375,28 @@ TEST_P(Backup, BackupEqualToWeightIsSgd) {
     }
 }
 
+/// One element by hand (docs/SEMANTICS.md §13): g = 1, w = 1, backup = 0.5, ms = 0, lamda = 2,
+/// ms_decay = 0.75, eps = 1e-300: ms = 0.25, lam_t = 2 / 0.5 = 4, d = 1 + 4 * 1 * 1 * 0.5 = 3,
+/// w = 1 - 0.1 * 3 = 0.7. Checks the reference first, then the kernel (float64).
+TEST(BackupWorkedExample, ReferenceAndKernel) {
+  ref::Hyper h;
+  h.lr = 0.1;
+  h.lamda = 2.0;
+  h.ms_decay = 0.75;
+  h.eps = 1e-300;
+  double w = 1.0, ms = 0.0;
+  ref::dcasgd_backup(w, nullptr, 0.5, &ms, 1.0, h);
+  EXPECT_NEAR(w, 0.7, 1e-15);
+  EXPECT_NEAR(ms, 0.25, 1e-15);
+  double kw = 1.0, kg = 1.0, kb = 0.5, kms = 0.0;
+  TensorView msv(&kms, DType::kFloat64, {1});
+  fusedopt::dcasgd_backup_update(TensorView(&kw, DType::kFloat64, {1}),
+                                 TensorView(&kg, DType::kFloat64, {1}),
+                                 TensorView(&kb, DType::kFloat64, {1}), nullptr, &msv, params(h));
+  EXPECT_NEAR(kw, 0.7, 1e-15);
+  EXPECT_NEAR(kms, 0.25, 1e-15);
+}
+
 // ---- errors -------------------------------------------------------------------------------------------
 
 /// Runs f, expecting an exception of type E whose message contains every string of `parts`.
