@@ -57,6 +57,7 @@ CLASSES = 10
 ADAPTIVE = {"lamda": 2.0, "ms_decay": 0.95, "eps": 1e-7}
 METHODS = ("sgd", "asgd", "dcasgd-c", "dcasgd-a", "dcasgd-mxnet", "dcasgd-mxnet-a", "ssgd")
 CONSTANT_METHODS = ("dcasgd-c", "dcasgd-mxnet")
+DEFAULT_SWEEP = (0.04, 0.4, 4.0, 40.0)
 _EXTRA_HINT = 'pip install "fusedopt[experiment]"'
 
 
@@ -331,18 +332,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1.0)
     parser.add_argument("--lamda", type=float, default=0.04,
                         help="constant lamda of dcasgd-c and dcasgd-mxnet")
-    parser.add_argument("--sweep", type=float, nargs="*", default=[0.04, 0.4, 4.0, 40.0],
-                        help="lamda values also run for the constant methods")
+    parser.add_argument("--sweep", type=float, nargs="*", default=None,
+                        help="lamda values also run for the constant methods (default "
+                        f"{' '.join(map(str, DEFAULT_SWEEP))}; none with --quick)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--delays", choices=("staggered", "exponential"), default="staggered")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--plot", help="write the plot (PNG) here")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run in seconds: workers 1 2, 1 seed, 1 epoch, no sweep")
+                        help="a smoke run in seconds: workers 1 2, 1 seed, 1 epoch")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.workers, args.seeds, args.epochs, args.sweep = [1, 2], 1, 1, []
+        args.workers, args.seeds, args.epochs = [1, 2], 1, 1
+    if args.sweep is None:
+        args.sweep = [] if args.quick else list(DEFAULT_SWEEP)
     if args.seeds < 1 or args.epochs < 1 or args.batch < 1 or min(args.workers) < 1:
         parser.error("--seeds, --epochs, --batch and --workers must be >= 1")
     if args.plot:
