@@ -283,7 +283,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     styles = {"asgd": "o-", "dcasgd-c": "s-", "dcasgd-a": "D-", "dcasgd-mxnet": "v--",
               "dcasgd-mxnet-a": "^--", "ssgd": "x:"}
-    for method in METHODS:
+    for n, method in enumerate(METHODS):
         rows = sorted((r for r in doc["results"] if r["method"] == method),
                       key=lambda r: r["workers"])
         if not rows:
@@ -295,7 +295,8 @@ def plot(doc: dict[str, Any], path: str) -> None:
             continue
         lam = rows[0]["lamda"]
         label = method + (f" (lamda={lam:g})" if lam is not None else "")
-        ax.errorbar([r["workers"] for r in rows], [r["test_error_mean"] for r in rows],
+        shift = 2.0 ** (0.03 * (n - len(METHODS) / 2))  # side by side, so error bars stay apart
+        ax.errorbar([r["workers"] * shift for r in rows], [r["test_error_mean"] for r in rows],
                     yerr=[r["test_error_std"] for r in rows], fmt=styles.get(method, "o-"),
                     capsize=3, label=label)
     cfg = doc["config"]
@@ -304,7 +305,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
     ax.set_xlabel("workers M (staleness M - 1)")
     ax.set_ylabel("test error (%)")
     ax.set_title(f"digits MLP, {cfg['epochs']} epochs, lr {cfg['lr']:g}, {len(cfg['seeds'])} seeds "
-                 "(mean +- std)", fontsize=10)
+                 "(mean ± std)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
