@@ -238,7 +238,10 @@ def _bad_pushes(params):
     not_array[0] = [[0.0] * 5] * 3
     sparse = list(good)
     sparse[0] = fusedopt.row_sparse_array((np.zeros((1, 5), np.float32), np.array([0])), (3, 5))
+    aliased = list(good)
+    aliased[1] = params[1]  # a gradient that is the server's own weight
     return [
+        ((0, aliased), {}, ValueError, r"grads\[1\] overlaps"),
         ((3, good), {}, ValueError, "worker"),
         ((-1, good), {}, ValueError, "worker"),
         ((True, good), {}, TypeError, "worker"),
@@ -475,8 +478,13 @@ def test_constructor_errors(rng):
         ParameterServer([np.zeros(3, np.int32)], sgd, 2)
     ro = params[0].copy()
     ro.flags.writeable = False
-    with pytest.raises(ValueError, match=r"params\[0\]"):
+    with pytest.raises(ValueError, match=r"params: .*weights\[0\] is read-only"):
         ParameterServer([ro], sgd, 2)
+    flat = np.zeros(10, np.float32)
+    with pytest.raises(ValueError, match=r"params: .*weights\[1\] overlaps weights\[0\]"):
+        ParameterServer([flat[:6], flat[4:]], sgd, 2)
+    with pytest.raises(ValueError, match=r"params: .*overlaps"):
+        ParameterServer([flat, flat], sgd, 2)
 
 
 def test_sgd_ignores_backups_and_api(rng):
