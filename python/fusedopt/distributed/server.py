@@ -155,7 +155,7 @@ class ParameterServer:
         """The paper's server: per parameter ``(master or None, mom or None, mean_square or None)``,
         and per worker a backup of every parameter (of its float32 master when it has one)."""
         opt = self._opt
-        adaptive = bool(getattr(opt, "adaptive", False))
+        adaptive = opt.adaptive
         for p in self._params:
             master = _arrays.astype_float32(p) if opt._use_master(p) else None
             ref = p if master is None else master
@@ -326,9 +326,7 @@ class ParameterServer:
         first = True
         try:
             lrs, wds = opt._checked_rates(self._indices)
-            kw = {"momentum": opt.momentum, "lamda": opt.lamda, "rescale_grad": opt.rescale_grad,
-                  "clip_gradient": opt.clip_gradient,
-                  "ms_decay": getattr(opt, "ms_decay", 0.95), "eps": getattr(opt, "eps", 1e-7)}
+            kw = opt._kernel_kw()
             bak = self._bak[worker]
             for master, part in self._groups:
                 sts = [self._states[i] for i in part]
