@@ -113,8 +113,11 @@ def test_a_diverging_run_is_reported_not_warned(monkeypatch):
     monkeypatch.setattr(ex, "init_params", lambda seed, inputs: [
         np.full_like(p, np.inf) for p in real(seed, inputs)])  # inf weights: NaN from the start
     r = ex.run_one("asgd", 2, 0, data, epochs=1)  # filterwarnings=error: no warning escapes
-    assert np.isnan(r["final_loss"]) and r["test_error"] > 80.0
-    row = ex._summary("asgd", 2, None, [r, dict(r, final_loss=0.5)], [0, 1])
+    assert np.isnan(r["final_loss"]) and r["test_error"] > 80.0 and r["diverged"]
+    monkeypatch.undo()
+    ok = ex.run_one("asgd", 2, 0, data, epochs=1, lr=0.1)
+    assert not ok["diverged"]
+    row = ex._summary("asgd", 2, None, [r, ok], [0, 1])
     assert row["diverged"] == 1
     doc = ex._finite_or_null({"a": [row["final_loss_mean"], 1.5], "b": float("inf")})
     assert doc == {"a": [None, 1.5], "b": None}

@@ -146,8 +146,8 @@ def run_one(method: str, workers: int, seed: int, data: Data, *, epochs: int = 2
             batch: int = 32, lr: float = 1.0, lamda: float = 0.04,
             delays: str = "staggered") -> dict[str, Any]:
     """Trains one model and returns ``test_error`` (percent), ``final_loss`` (training-set loss at
-    the end; NaN when the run diverged, whose NaN outputs then predict class 0: about 90 % error),
-    ``staleness_mean``, ``staleness_max``, ``updates``, ``gradients``, ``sim_time``."""
+    the end; NaN when the weights overflowed, whose NaN outputs then predict class 0: about 90 %
+    error), ``diverged`` (the final training loss is not below the initial one), ``staleness_mean``, ``staleness_max``, ``updates``, ``gradients``, ``sim_time``."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
     if method == "sgd" and workers != 1:
@@ -163,6 +163,8 @@ def run_one(method: str, workers: int, seed: int, data: Data, *, epochs: int = 2
         return loss_and_grad(weights, data.x_train[rows], data.y_train[rows])
 
     params = init_params(seed, data.x_train.shape[1])
+    with np.errstate(all="ignore"):
+        initial_loss, _ = evaluate(params, data.x_train, data.y_train)
     server = ParameterServer(params, _optimizer(method, lr, lamda), workers,
                              backups="previous" if method.startswith("dcasgd-mxnet") else "worker",
                              synchronous=method == "ssgd")
@@ -171,6 +173,7 @@ def run_one(method: str, workers: int, seed: int, data: Data, *, epochs: int = 2
         final_loss, _ = evaluate(params, data.x_train, data.y_train)
         _, test_error = evaluate(params, data.x_test, data.y_test)
     return {"test_error": test_error, "final_loss": final_loss,
+            "diverged": not final_loss <= initial_loss,  # NaN counts as diverged
             "staleness_mean": float(res.staleness.mean()) if len(res.staleness) else 0.0,
             "staleness_max": int(res.staleness.max()) if len(res.staleness) else 0,
             "updates": server.version, "gradients": len(res.workers), "sim_time": res.sim_time}
@@ -221,7 +224,7 @@ def _summary(method: str, workers: int, lamda: float | None, runs: list[dict[str
         "test_error_mean": float(np.mean(errors)), "test_error_std": std(errors),
         "test_errors": errors,
         "final_loss_mean": float(np.mean(losses)), "final_loss_std": std(losses),
-        "diverged": sum(not math.isfinite(v) for v in losses),
+        "diverged": sum(r["diverged"] for r in runs),
         "staleness_mean": float(np.mean([r["staleness_mean"] for r in runs])),
         "staleness_max": max(r["staleness_max"] for r in runs),
         "updates": runs[0]["updates"], "gradients": runs[0]["gradients"],
