@@ -382,7 +382,7 @@ def test_set_states_restores_the_optimizer_counts_and_seq(rng):
 
 
 def _rewrite(data, fn):
-    """The archive with its manifest passed through fn (a hostile or mismatched save)."""
+    """The archive with its manifest and arrays passed through fn (a hostile or mismatched save)."""
     with np.load(io.BytesIO(data)) as z:
         arrays = {k: z[k] for k in z.files}
     manifest = json.loads(arrays.pop("manifest").tobytes())
@@ -392,25 +392,35 @@ def _rewrite(data, fn):
     return out.getvalue()
 
 
+def _entry(manifest, name):
+    """The manifest entry (tree) of the saved state named ``name``."""
+    return next(tree for key, tree in manifest["states"] if key == {"v": name})
+
+
+def _counters(fn):
+    """A rewrite that passes the server's counter array (float64) through fn."""
+    def rewrite(m, a):
+        key = _entry(m, "server")["array"]
+        a[key] = fn(a[key].copy())
+        _entry(m, "server")["shape"] = list(a[key].shape)
+        _entry(m, "server")["dtype"] = str(a[key].dtype)
+    return rewrite
+
+
+def _attrs(fn):
+    """A rewrite of the saved optimizer's attributes ({name: tagged JSON value})."""
+    def rewrite(m, a):
+        pairs = m["optimizer"]["attrs"]["d"]
+        attrs = {p[0]["v"]: p[1] for p in pairs}
+        fn(attrs)
+        pairs[:] = [[{"v": k}, v] for k, v in attrs.items()]
+    return rewrite
+
+
 def _set(d, path, value):
     for k in path[:-1]:
         d = d[k]
     d[path[-1]] = value
-
-
-def _attrs(manifest):
-    """The optimizer's attributes in a manifest, as a dict of tagged JSON values (written back)."""
-    pairs = manifest["optimizer"]["attrs"]["d"]
-    view = {p[0]["v"]: p[1] for p in pairs}
-
-    class Live(dict):
-        def pop(self, k):
-            pairs[:] = [p for p in pairs if p[0]["v"] != k]
-
-        def __setitem__(self, k, v):
-            pairs[:] = [p for p in pairs if p[0]["v"] != k] + [[{"v": k}, v]]
-
-    return Live(view)
 
 
 def test_set_states_refuses_mismatched_or_hostile_archives(rng):
@@ -423,48 +433,49 @@ def test_set_states_refuses_mismatched_or_hostile_archives(rng):
     target = ParameterServer(make_params(rng, "float32"), make_optimizer("dcasgd", **opt_kw), 2)
     before, weights = states_of(target), [p.copy() for p in target.params]
 
-    def big_array(m, a):
-        a["a0"] = np.zeros(10**6, np.float32)
-        _set(m, ("trees", "weights", "tuple", 0), {"array": "a0", "dtype": "float32",
-                                                    "shape": [10**6]})
+    def other(**kw):
+        p = dict(params=make_params(rng, "float32"), optimizer=make_optimizer("dcasgd", **opt_kw),
+                 num_workers=2)
+        p.update(kw)
+        return ParameterServer(p.pop("params"), p.pop("optimizer"), p.pop("num_workers"),
+                               **p).get_states()
 
+    updater = fusedopt.get_updater(make_optimizer("dcasgd", **opt_kw))
+    updater(0, np.ones(3, np.float32), np.zeros(3, np.float32))
     cases = [
         (b"not a zip", "not a fusedopt state archive"),
         (pickle.dumps(server.stats()), "pickled states are never loaded"),
         (good[: len(good) // 2], "not a fusedopt state archive"),
         (good[:-30] + b"\0" * 30, "not a"),
-        (target and ParameterServer(make_params(rng, "float32"), make_optimizer("dcasgd", **opt_kw),
-                                    3).get_states(), "num_workers"),
-        (ParameterServer(make_params(rng, "float32", SHAPES[:3]),
-                         make_optimizer("dcasgd", **opt_kw), 2).get_states(), "params"),
-        (ParameterServer(make_params(rng, "float64"), make_optimizer("dcasgd", **opt_kw),
-                         2).get_states(), "params"),
-        (ParameterServer(make_params(rng, "float32"), make_optimizer("dcasgd", **opt_kw), 2,
-                         backups="previous").get_states(), "mode"),
-        (ParameterServer(make_params(rng, "float32"), make_optimizer("dcasgd", lamda=0.5),
-                         2).get_states(), "momentum"),
-        (ParameterServer(make_params(rng, "float32"), fusedopt.SGD(momentum=0.9),
-                         2).get_states(), "mode"),
-        (_rewrite(good, lambda m, a: _set(m, ("format",), "fusedopt.updater_states")), "archive"),
+        (updater.get_states(dump_optimizer=True), "not the state of a ParameterServer"),
+        (other(num_workers=3), "workers"),
+        (other(params=make_params(rng, "float32", SHAPES[:3])), "parameters"),
+        (other(params=make_params(rng, "float32", SHAPES[:3] + [(4, 8)])), "weights"),
+        (other(params=make_params(rng, "float64")), "weights"),
+        (other(backups="previous"), "mode"),
+        (other(optimizer=make_optimizer("dcasgd", lamda=0.5)), "momentum"),
+        (other(optimizer=fusedopt.SGD(momentum=0.9)), "set_states"),
+        (other(optimizer=make_optimizer("dcasgd", adaptive=True, **opt_kw)), "adaptive"),
+        (_rewrite(good, lambda m, a: _set(m, ("format",), "other")), "not a fusedopt"),
         (_rewrite(good, lambda m, a: _set(m, ("version",), 2)), "version"),
-        (_rewrite(good, lambda m, a: _set(m, ("counters",), {"v": None})), "counters"),
-        (_rewrite(good, lambda m, a: m["counters"]["d"][0].__setitem__(1, {"i": -1})), "version"),
-        (_rewrite(good, lambda m, a: m["counters"]["d"][1].__setitem__(1, {"l": [{"i": 9},
-                                                                              {"v": None}]})),
-         "pulled"),
-        (_rewrite(good, big_array), "does not match"),
-        (_rewrite(good, lambda m, a: a.__setitem__("a1", np.zeros(10**6, np.float32))),
-         "larger than"),
-        (_rewrite(good, lambda m, a: _set(m, ("trees", "backups"), {"none": 0})), "malformed"),
-        (_rewrite(good, lambda m, a: _set(m, ("optimizer", "class"), "sgd")), "optimizer"),
-        (_rewrite(good, lambda m, a: _set(m, ("pad",), "x" * 10**6)), "manifest is larger"),
-        (_rewrite(good, lambda m, a: _attrs(m).pop("_momentum")), "has no '_momentum'"),
-        (_rewrite(good, lambda m, a: _attrs(m).__setitem__("_lamda", {"f": -1.0})), "lamda"),
-        (_rewrite(good, lambda m, a: _attrs(m).__setitem__("use_fused_step", {"i": 1})),
-         "use_fused_step"),
-        (_rewrite(good, lambda m, a: _attrs(m).__setitem__("lr_mult", {"d": [[{"i": 0}, {"v": "x"}]]})),
-         "lr_mult"),
-        (_rewrite(good, lambda m, a: _attrs(m).__setitem__("extra", {"i": 0})), "unknown"),
+        (_rewrite(good, _counters(lambda c: c.astype(np.float32))), "counters"),
+        (_rewrite(good, _counters(lambda c: c[:-1])), "counters"),
+        (_rewrite(good, _counters(lambda c: np.where(np.arange(len(c)) == 5, -1.0, c))),
+         "counters"),
+        (_rewrite(good, _counters(lambda c: np.where(np.arange(len(c)) == 5, 0.5, c))),
+         "counters"),
+        (_rewrite(good, _counters(lambda c: np.where(np.arange(len(c)) == 8, 99.0, c))),
+         "counters"),  # a pulled version beyond the version
+        (_rewrite(good, _counters(lambda c: np.concatenate([c, [1.0]]))), "counters"),
+        (_rewrite(good, lambda m, a: _set(_entry(m, "backups"), ("tuple",),
+                                          _entry(m, "backups")["tuple"][:1])), "backups"),
+        (_rewrite(good, lambda m, a: a.__setitem__(_entry(m, "weights")["tuple"][0]["array"],
+                                                   np.zeros(10**6, np.float32))), "set_states"),
+        (_rewrite(good, lambda m, a: _set(m, ("optimizer", "class"), "sgd")), "set_states"),
+        (_rewrite(good, _attrs(lambda d: d.pop("_lamda"))), "set_states"),
+        (_rewrite(good, _attrs(lambda d: d.__setitem__("_lamda", {"f": -1.0}))), "lamda"),
+        (_rewrite(good, _attrs(lambda d: d.__setitem__("_momentum", {"f": 0.0}))), "momentum"),
+        (_rewrite(good, _attrs(lambda d: d.__setitem__("extra", {"i": 0}))), "extra"),
     ]
     for data, match in cases:
         with pytest.raises(ValueError, match=match):
@@ -577,11 +588,16 @@ def test_import_needs_no_ray():
     assert out.stdout.strip() == "ok", out.stderr
 
 
-def test_saved_archive_is_a_plain_npz(rng):
+def test_saved_archive_is_an_updater_state_file(rng):
     params = make_params(rng, "float32")
     server = ParameterServer(params, make_optimizer("dcasgd", lamda=0.5), 2)
-    names = zipfile.ZipFile(io.BytesIO(server.get_states())).namelist()
+    data = server.get_states()
+    names = zipfile.ZipFile(io.BytesIO(data)).namelist()
     assert "manifest.npy" in names and all(n.endswith(".npy") for n in names)
+    updater = fusedopt.get_updater(make_optimizer("dcasgd", lamda=0.5))
+    updater.set_states(data)  # the Updater reads it: weights, states, backups, counters
+    assert set(updater.states) == {"weights", "states", "backups", "acc", "server"}
+    assert_bitwise_equal(updater.states["weights"][0], params[0])
 
 
 def test_corrupted_archives_raise_value_error_only(rng):

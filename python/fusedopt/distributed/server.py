@@ -6,6 +6,7 @@ A plain Python object, no Ray: the one implementation of the server's logic, whi
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import threading
@@ -20,18 +21,12 @@ from ..dcasgd import DCASGD
 from ..optimizer import Optimizer
 from ..sgd import SGD
 from ..sparse import RowSparseArray
-from ..updater import (_DTYPES, _decode, _encode, _optimizer_from_manifest,
-                       _optimizer_to_manifest, _tree_from_manifest, _tree_to_manifest, load_archive,
-                       save_archive)
+from ..updater import _DTYPES, Updater, _check_tree
 
 __all__ = ["ParameterServer"]
 
-FORMAT = "fusedopt.parameter_server"
-VERSION = 1
 BACKUPS = ("worker", "previous")
-# Largest manifest set_states reads, per parameter tensor and worker (JSON of trees and counters).
-_MANIFEST_BYTES_PER_ENTRY = 512
-_NPY_HEADER_SLACK = 1 << 12  # .npy header and alignment, beyond the array's own bytes
+_MODES = ("sgd", "previous", "worker")
 
 
 def _device(a: Any) -> str:
@@ -384,141 +379,117 @@ class ParameterServer:
             }
 
     # -------------------------------------------------------------------------------- saving
-    def _counters(self) -> dict[str, Any]:
-        return {"version": self._version, "pulled": list(self._pulled),
-                "last_seq": list(self._last_seq), "seq_version": list(self._seq_version),
-                "pushes": list(self._pushes), "pulls": list(self._pulls), "hist": list(self._hist),
-                "stale_sum": self._stale_sum, "round_pushed": list(self._round_pushed)}
-
     def _trees(self) -> dict[str, Any]:
         return {"weights": tuple(self._params), "states": tuple(self._states),
                 "backups": tuple(tuple(b) for b in self._bak), "acc": tuple(self._acc)}
 
-    def _header(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "mode": self._mode,
-                "num_workers": self._num_workers, "synchronous": self._synchronous,
-                "params": [[list(s), d] for s, d, _ in self._specs]}
+    def _counters(self) -> np.ndarray:
+        """The server's counters as one float64 array (integers, exact below 2**53): a header
+        ``[1, num_workers, mode, synchronous, len(params), version, staleness sum, len(hist)]``,
+        then per worker its pulled version, last seq and that seq's version (-1: none), pushes,
+        pulls and whether it pushed in the current round, then the staleness histogram."""
+        m = self._num_workers
+        none = (lambda v: -1 if v is None else v)
+        head = [1, m, _MODES.index(self._mode), int(self._synchronous), len(self._params),
+                self._version, self._stale_sum, len(self._hist)]
+        cols = ([none(v) for v in self._pulled] + [none(v) for v in self._last_seq]
+                + [none(v) for v in self._seq_version] + self._pushes + self._pulls
+                + [int(b) for b in self._round_pushed])
+        return np.array(head + cols + self._hist, dtype=np.float64)
 
     def get_states(self) -> bytes:
         """Everything needed to continue exactly: weights, optimizer (hyper-parameters, counts,
         scheduler) and its states, backups, version, each worker's pulled version and last seq,
-        push / pull counts and the staleness histogram. An ``.npz`` with a JSON manifest; loading it
-        never unpickles."""
+        push / pull counts and the staleness histogram. The bytes are an ``Updater`` state file
+        (``get_states(dump_optimizer=True)``: an ``.npz`` with a JSON manifest, never unpickled)
+        whose entries are the server's arrays and counters."""
         with self._lock:
-            arrays: dict[str, np.ndarray] = {}
-            trees = {k: _tree_to_manifest(v, arrays) for k, v in self._trees().items()}
-            manifest = dict(self._header(), trees=trees, counters=_encode(self._counters()),
-                            optimizer=_optimizer_to_manifest(self._opt))
-            return save_archive(manifest, arrays)
+            u = Updater(self._opt)
+            u.states = dict(self._trees(), server=self._counters())
+            return u.get_states(dump_optimizer=True)
 
     def set_states(self, states: bytes) -> None:
         """Loads what :meth:`get_states` saved from a server with the same parameters (shapes,
-        dtypes), mode, number of workers and optimizer class; weights and states are copied into
-        the server's own arrays. Everything is checked before anything is written: a mismatch or a
-        malformed archive is a ``ValueError`` and leaves the server as it was."""
+        dtypes), mode, number of workers and optimizer class and state layout; weights and states
+        are copied into the server's own arrays, the optimizer's saved state into its optimizer.
+        Everything is checked before anything is written: a mismatch or a malformed file is a
+        ``ValueError`` and leaves the server as it was."""
+        if not isinstance(states, (bytes, bytearray, memoryview)):
+            raise TypeError(f"set_states expects bytes, got {type(states).__qualname__}")
         with self._lock:
+            u = Updater(copy.copy(self._opt))  # loading may write into this optimizer: a copy
+            u.set_states(states)
+            loaded, opt = u.states, u.optimizer
             own = self._trees()
-            m, n = self._num_workers, len(self._params)
-            limit = 4096 + _MANIFEST_BYTES_PER_ENTRY * (n * (m + 4) + m)
-            loaded, counters, opt = load_archive(states, FORMAT, VERSION, self._read_states,
-                                                 max_manifest_bytes=limit)
+            if set(loaded) != set(own) | {"server"} or not isinstance(opt, type(self._opt)) or (
+                    type(opt) is not type(self._opt)):
+                raise ValueError("set_states: not the state of a ParameterServer with this "
+                                 f"optimizer class ({type(self._opt).__name__})")
+            _check_loaded_optimizer(opt, self._opt)
+            for attr in ("momentum", "adaptive", "multi_precision"):
+                if bool(getattr(opt, attr, False)) != bool(getattr(self._opt, attr, False)):
+                    raise ValueError(f"set_states: the saved optimizer's {attr} differs from this "
+                                     "server's (its states would not fit)")
+            counters = self._read_counters(loaded["server"])
+            for key, tree in own.items():
+                _check_tree(key, loaded[key], tree, key)
             for key, tree in own.items():
                 _map_pairs(tree, loaded[key], _arrays.copy_into)
-            opt.param_dict = self._opt.param_dict
-            self._opt = opt
+            param_dict = self._opt.param_dict
+            self._opt.__dict__.clear()
+            self._opt.__dict__.update(vars(opt))
+            self._opt.param_dict = param_dict
             for name, value in counters.items():
                 setattr(self, f"_{name}", value)
 
-    def _read_states(self, manifest: dict[str, Any], archive: Any
-                     ) -> tuple[dict[str, Any], dict[str, Any], Optimizer]:
-        header = self._header()
-        for key in ("mode", "num_workers", "synchronous", "params"):
-            if manifest.get(key) != header[key]:
-                raise ValueError(f"set_states: the saved server has {key} {manifest.get(key)!r}, "
-                                 f"this one {header[key]!r}")
-        opt = _optimizer_from_manifest(manifest.get("optimizer"))
-        if type(opt) is not type(self._opt):
-            raise ValueError(f"set_states: the saved optimizer is {type(opt).__name__}, this server "
-                             f"uses {type(self._opt).__name__}")
-        for attr in ("momentum", "adaptive", "multi_precision"):
-            if (bool(getattr(opt, attr, False)) != bool(getattr(self._opt, attr, False))):
-                raise ValueError(f"set_states: the saved optimizer's {attr} differs from this "
-                                 "server's (its states would not fit)")
-        counters = self._check_counters(_decode(manifest.get("counters")))
-        trees = manifest.get("trees")
-        own = self._trees()
-        if not isinstance(trees, dict) or set(trees) != set(own):
-            raise ValueError("set_states: malformed trees")
-        loaded = {}
-        for key, tree in own.items():
-            _check_sizes(trees[key], tree, archive, key)
-            loaded[key] = _tree_from_manifest(trees[key], archive, key)
-        return loaded, counters, opt
-
-    def _check_counters(self, c: Any) -> dict[str, Any]:
-        m = self._num_workers
-        keys = set(self._counters())
-        if not isinstance(c, dict) or set(c) != keys:
-            raise ValueError("set_states: malformed counters")
-
-        def ints(name: str, values: Any, none: bool, high: int | None = None) -> list[Any]:
-            if not isinstance(values, list) or len(values) != m:
-                raise ValueError(f"set_states: malformed counter {name}")
-            for v in values:
-                if v is None and none:
-                    continue
-                if (isinstance(v, bool) or not isinstance(v, int) or v < 0
-                        or (high is not None and v > high)):
-                    raise ValueError(f"set_states: malformed counter {name}")
-            return values
-
-        version = c["version"]
-        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-            raise ValueError("set_states: malformed counter version")
-        ints("pulled", c["pulled"], True, version)
-        ints("last_seq", c["last_seq"], True)
-        ints("seq_version", c["seq_version"], True, version)
-        ints("pushes", c["pushes"], False)
-        ints("pulls", c["pulls"], False)
-        hist, rp = c["hist"], c["round_pushed"]
-        if (not isinstance(hist, list) or len(hist) > sum(c["pushes"]) + 1
-                or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 0 for h in hist)
-                or sum(hist) != sum(c["pushes"])):
-            raise ValueError("set_states: malformed counter hist")
-        if not isinstance(rp, list) or len(rp) != m or not all(isinstance(b, bool) for b in rp):
-            raise ValueError("set_states: malformed counter round_pushed")
-        if c["stale_sum"] != sum(k * h for k, h in enumerate(hist)):
-            raise ValueError("set_states: malformed counter stale_sum")
-        return c
+    def _read_counters(self, a: Any) -> dict[str, Any]:
+        """The counters of :meth:`_counters`, checked against this server and for consistency."""
+        m, n = self._num_workers, len(self._params)
+        fixed = 8 + 6 * m
+        if (not isinstance(a, np.ndarray) or a.dtype != np.float64 or a.ndim != 1
+                or len(a) < fixed or not np.all(np.isfinite(a)) or not np.all(a == np.round(a))
+                or not np.all(np.abs(a) < 2.0 ** 53)):
+            raise ValueError("set_states: malformed server counters")
+        v = [int(x) for x in a]
+        fmt, workers, mode, sync, params, version, stale_sum, n_hist = v[:8]
+        expected = [1, m, _MODES.index(self._mode), int(self._synchronous), n]
+        if [fmt, workers, mode, sync, params] != expected:
+            raise ValueError(f"set_states: the saved server (version, workers, mode, synchronous, "
+                             f"parameters) is {[fmt, workers, mode, sync, params]}, this one "
+                             f"{expected}")
+        cols = [v[8 + k * m: 8 + (k + 1) * m] for k in range(6)]
+        hist = v[fixed:]
+        pulled, last_seq, seq_version, pushes, pulls, round_pushed = cols
+        if (len(hist) != n_hist or version < 0 or min(hist, default=0) < 0
+                or min(pushes + pulls) < 0 or sum(hist) != sum(pushes)
+                or stale_sum != sum(k * h for k, h in enumerate(hist))
+                or not all(-1 <= x <= version for x in pulled + seq_version)
+                or min(last_seq) < -1 or not set(round_pushed) <= {0, 1}
+                or (self._synchronous and sum(round_pushed) >= m)):
+            raise ValueError("set_states: inconsistent server counters")
+        none = (lambda x: None if x == -1 else x)
+        return {"version": version, "pulled": [none(x) for x in pulled],
+                "last_seq": [none(x) for x in last_seq],
+                "seq_version": [none(x) for x in seq_version], "pushes": pushes, "pulls": pulls,
+                "hist": hist, "stale_sum": stale_sum,
+                "round_pushed": [bool(x) for x in round_pushed]}
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _check_sizes(node: Any, expected: Any, archive: Any, where: str) -> None:
-    """The manifest tree ``node`` has the structure of the server's own tree ``expected`` (its
-    arrays' shapes and dtypes), and no stored ``.npy`` is larger than its array needs: checked
-    before any array is read, so a hostile archive cannot make set_states allocate."""
-    if expected is None:
-        if node != {"none": 0}:
-            raise ValueError(f"set_states: expected nothing at {where}")
-        return
-    if isinstance(expected, tuple):
-        if not isinstance(node, dict) or not isinstance(node.get("tuple"), list) or len(
-                node["tuple"]) != len(expected):
-            raise ValueError(f"set_states: malformed tree at {where}")
-        for i, (n, e) in enumerate(zip(node["tuple"], expected)):
-            _check_sizes(n, e, archive, f"{where}[{i}]")
-        return
-    shape, dtype = [int(s) for s in expected.shape], _arrays.dtype_name(expected)
-    if not isinstance(node, dict) or node.get("shape") != shape or node.get("dtype") != dtype:
-        raise ValueError(f"set_states: the array at {where} does not match this server's "
-                         f"{dtype}{shape}")
-    key = node.get("array")
-    if not isinstance(key, str) or key not in archive.files:
-        raise ValueError(f"set_states: missing array {key!r} at {where}")
-    nbytes = math.prod(shape) * np.dtype(np.float64 if dtype == "float64" else
-                                         np.float32 if dtype == "float32" else np.uint16).itemsize
-    if archive.zip.getinfo(f"{key}.npy").file_size > nbytes + _NPY_HEADER_SLACK:
-        raise ValueError(f"set_states: the array at {where} is larger than {dtype}{shape}")
+def _check_loaded_optimizer(opt: Optimizer, own: Optimizer) -> None:
+    """The loaded optimizer has the attributes of the server's own and each hyper-parameter passes
+    its property's setter (what its constructor would accept)."""
+    if set(vars(opt)) != set(vars(own)):
+        diff = sorted(set(vars(opt)) ^ set(vars(own)))
+        raise ValueError(f"set_states: the saved optimizer's attributes differ from this server's "
+                         f"({', '.join(diff)})")
+    for name, value in vars(opt).items():
+        prop = getattr(type(opt), name[1:], None) if name.startswith("_") else None
+        if isinstance(prop, property) and prop.fset is not None:
+            try:
+                prop.fset(opt, value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"set_states: invalid optimizer attribute {name!r} ({exc})") from None
 
 
 def _map_pairs(dst: Any, src: Any, fn: Callable[[Any, Any], None]) -> None:
