@@ -421,8 +421,7 @@ class ParameterServer:
             u.set_states(states)
             loaded, opt = u.states, u.optimizer
             own = self._trees()
-            if set(loaded) != set(own) | {"server"} or not isinstance(opt, type(self._opt)) or (
-                    type(opt) is not type(self._opt)):
+            if set(loaded) != set(own) | {"server"} or type(opt) is not type(self._opt):
                 raise ValueError("set_states: not the state of a ParameterServer with this "
                                  f"optimizer class ({type(self._opt).__name__})")
             _check_loaded_optimizer(opt, self._opt)
