@@ -472,7 +472,6 @@ def test_set_states_refuses_mismatched_or_hostile_archives(rng):
         (_rewrite(good, lambda m, a: a.__setitem__(_entry(m, "weights")["tuple"][0]["array"],
                                                    np.zeros(10**6, np.float32))), "set_states"),
         (_rewrite(good, lambda m, a: _set(m, ("optimizer", "class"), "sgd")), "set_states"),
-        (_rewrite(good, _attrs(lambda d: d.pop("_lamda"))), "set_states"),
         (_rewrite(good, _attrs(lambda d: d.__setitem__("_lamda", {"f": -1.0}))), "lamda"),
         (_rewrite(good, _attrs(lambda d: d.__setitem__("_momentum", {"f": 0.0}))), "momentum"),
         (_rewrite(good, _attrs(lambda d: d.__setitem__("extra", {"i": 0}))), "extra"),
