@@ -21,16 +21,18 @@ import math
 import operator
 import warnings
 import zipfile
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
 from . import _arrays, lr_scheduler
+from ._validate import check_finite, check_nonnegative
 from .optimizer import Optimizer
 
 __all__ = ["Updater", "get_updater"]
 
 _DTYPE_OF = operator.attrgetter("dtype")
+T = TypeVar("T")
 
 FORMAT = "fusedopt.updater_states"
 VERSION = 1
@@ -137,20 +139,12 @@ class Updater:
             "states": entries,
             "optimizer": _optimizer_to_manifest(self.optimizer) if dump_optimizer else None,
         }
-        buf = io.BytesIO()
-        payload = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
-        np.savez(buf, manifest=payload, **arrays)
-        return buf.getvalue()
+        return save_archive(manifest, arrays)
 
     def set_states(self, states: bytes) -> None:
         """Loads what :meth:`get_states` saved. States move to each weight's device at its next
         update; a state that does not fit its weight raises ``ValueError`` then."""
-        try:
-            new_states, optimizer = _load(states)
-        except ValueError:
-            raise
-        except Exception as exc:  # zipfile, npy header and JSON errors of a corrupted file
-            raise ValueError(f"set_states: not a valid fusedopt state archive ({exc})") from None
+        new_states, optimizer = _load(states)
         if optimizer is not None:
             self.optimizer = optimizer
         self.states = new_states
@@ -321,6 +315,7 @@ def _optimizer_from_manifest(entry: Any) -> Optimizer:
         raise ValueError("set_states: malformed update counts")
     opt = cls.__new__(cls)
     opt.__dict__.update(attrs)
+    _check_optimizer_attrs(cls, opt, attrs)
     opt.param_dict = {}
     opt._all_index_update_counts = counts if counts else {0: {}}
     first = next(iter(opt._all_index_update_counts))
@@ -342,38 +337,115 @@ def _optimizer_from_manifest(entry: Any) -> Optimizer:
     return opt
 
 
-def _load(data: bytes) -> tuple[dict[Any, Any], Optimizer | None]:
+# ----------------------------------------------------------------------------------- archives
+def save_archive(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """An uncompressed ``.npz`` holding ``manifest`` (JSON, as a uint8 array) and ``arrays`` (keys
+    ``a0``, ``a1``, ... as filled by ``_tree_to_manifest``). Shared by every saved-state format."""
+    buf = io.BytesIO()
+    payload = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    np.savez(buf, manifest=payload, **arrays)
+    return buf.getvalue()
+
+
+def load_archive(data: Any, fmt: str, version: int, read: Callable[[dict[str, Any], Any], T],
+                 max_manifest_bytes: int | None = None) -> T:
+    """Opens what :func:`save_archive` wrote, checks its ``format`` and ``version`` and returns
+    ``read(manifest, archive)`` (``archive``: the open ``numpy.load`` object, ``allow_pickle=False``).
+    Anything malformed, including zip, ``.npy`` header and JSON errors, is a ``ValueError``; so is a
+    manifest larger than ``max_manifest_bytes`` (checked before it is read)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"set_states expects bytes, got {type(data).__qualname__}")
     raw = bytes(data)
     if not zipfile.is_zipfile(io.BytesIO(raw)):
         raise ValueError("set_states: not a fusedopt state archive (expected an .npz zip; pickled "
                          "states are never loaded)")
-    with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
-        if "manifest" not in archive.files:
-            raise ValueError("set_states: the archive has no manifest")
-        m = archive["manifest"]
-        if m.dtype != np.uint8 or m.ndim != 1:
-            raise ValueError("set_states: malformed manifest")
-        manifest = json.loads(m.tobytes().decode("utf-8"))
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ValueError("set_states: not a fusedopt state archive")
-        if manifest.get("version") != VERSION:
-            raise ValueError(
-                f"set_states: unsupported format version {manifest.get('version')!r} "
-                f"(this fusedopt reads version {VERSION})"
-            )
-        entries = manifest.get("states")
-        if not isinstance(entries, list):
-            raise ValueError("set_states: malformed states list")
-        states: dict[Any, Any] = {}
-        for n, entry in enumerate(entries):
-            if not isinstance(entry, list) or len(entry) != 2:
-                raise ValueError(f"set_states: malformed state entry {n}")
-            key = _decode(entry[0])
-            if isinstance(key, (list, dict)) or key in states:
-                raise ValueError(f"set_states: bad or repeated index {key!r}")
-            states[key] = _tree_from_manifest(entry[1], archive, f"index {key!r}")
-        opt_entry = manifest.get("optimizer")
-        optimizer = _optimizer_from_manifest(opt_entry) if opt_entry is not None else None
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+            if "manifest" not in archive.files:
+                raise ValueError("set_states: the archive has no manifest")
+            if (max_manifest_bytes is not None
+                    and archive.zip.getinfo("manifest.npy").file_size > max_manifest_bytes):
+                raise ValueError("set_states: the manifest is larger than this state can be")
+            m = archive["manifest"]
+            if m.dtype != np.uint8 or m.ndim != 1:
+                raise ValueError("set_states: malformed manifest")
+            manifest = json.loads(m.tobytes().decode("utf-8"))
+            if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+                raise ValueError(f"set_states: not a {fmt} archive")
+            if manifest.get("version") != version:
+                raise ValueError(
+                    f"set_states: unsupported format version {manifest.get('version')!r} "
+                    f"(this fusedopt reads version {version})"
+                )
+            return read(manifest, archive)
+    except ValueError:
+        raise
+    except Exception as exc:  # zipfile, npy header and JSON errors of a corrupted file
+        raise ValueError(f"set_states: not a valid fusedopt state archive ({exc})") from None
+
+
+def _read_updater_states(manifest: dict[str, Any], archive: Any
+                         ) -> tuple[dict[Any, Any], Optimizer | None]:
+    entries = manifest.get("states")
+    if not isinstance(entries, list):
+        raise ValueError("set_states: malformed states list")
+    states: dict[Any, Any] = {}
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise ValueError(f"set_states: malformed state entry {n}")
+        key = _decode(entry[0])
+        if isinstance(key, (list, dict)) or key in states:
+            raise ValueError(f"set_states: bad or repeated index {key!r}")
+        states[key] = _tree_from_manifest(entry[1], archive, f"index {key!r}")
+    opt_entry = manifest.get("optimizer")
+    optimizer = _optimizer_from_manifest(opt_entry) if opt_entry is not None else None
     return states, optimizer
+
+
+def _check_optimizer_attrs(cls: type, opt: Optimizer, attrs: dict[str, Any]) -> None:
+    """The attributes loaded into ``opt`` are those a ``cls()`` has (an attribute with a class-level
+    default may be missing: an option newer than the saved state), of the same kinds, and every
+    hyper-parameter passes its property's setter, so a loaded optimizer is one its constructor could
+    have made. ``ValueError`` otherwise."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = {k: v for k, v in vars(cls()).items() if k not in _SPECIAL}
+    except Exception:  # a registered class that needs arguments: setters only
+        ref = None
+    if ref is not None:
+        for k in ref.keys() - attrs.keys():
+            if not hasattr(cls, k):
+                raise ValueError(f"set_states: the saved optimizer has no {k!r}")
+        for k, v in attrs.items():
+            if k not in ref:
+                raise ValueError(f"set_states: unknown optimizer attribute {k!r}")
+            d = ref[k]
+            kind_ok = (isinstance(v, bool) if isinstance(d, bool) else
+                       isinstance(v, dict) if isinstance(d, dict) else
+                       isinstance(v, int) and not isinstance(v, bool)
+                       if k in ("num_update", "begin_num_update") else
+                       v is None or isinstance(v, (int, float)) and not isinstance(v, bool))
+            if not kind_ok:
+                raise ValueError(f"set_states: the saved optimizer's {k!r} is {v!r}")
+    try:
+        for k, v in attrs.items():
+            prop = getattr(cls, k[1:], None) if k.startswith("_") else None
+            if isinstance(prop, property) and prop.fset is not None:
+                prop.fset(opt, v)
+        if attrs.get("lr") is not None:
+            check_nonnegative("learning_rate", attrs["lr"])
+        for k in ("num_update", "begin_num_update"):
+            if k in attrs and attrs[k] < 0:
+                raise ValueError(f"{k} must be >= 0")
+        for k in ("lr_mult", "wd_mult"):
+            for m in attrs.get(k, {}).values():
+                check_finite(k, m)
+        if not all(isinstance(n, str) for n in attrs.get("idx2name", {}).values()):
+            raise ValueError("idx2name values must be names")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"set_states: invalid optimizer state ({exc})") from None
+
+
+def _load(data: bytes) -> tuple[dict[Any, Any], Optimizer | None]:
+    return load_archive(data, FORMAT, VERSION, _read_updater_states)
