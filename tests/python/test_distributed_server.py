@@ -615,3 +615,31 @@ def test_corrupted_archives_raise_value_error_only(rng):
             target.set_states(bytes(bad))
         except ValueError:
             pass
+
+
+def test_threads_share_a_server(rng):
+    """Workers on threads: every pull and push is applied whole (counts and histogram agree)."""
+    import threading
+
+    params = make_params(rng, "float32")
+    server = ParameterServer(params, make_optimizer("dcasgd", lamda=0.5, momentum=0.9), 4)
+    grads = make_grads(rng, params, scale=1e-3)
+    errors = []
+
+    def work(k):
+        try:
+            for _ in range(50):
+                server.pull(k)
+                server.push(k, grads)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and server.version == 200
+    st = server.stats()
+    assert st["pushes"] == [50] * 4 and st["pulls"] == [50] * 4 and sum(st["staleness_hist"]) == 200
+    assert all(np.all(np.isfinite(p)) for p in params)
