@@ -23,7 +23,7 @@ import json
 import math
 import warnings
 import zipfile
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,8 @@ from . import _arrays, lr_scheduler
 from .optimizer import Optimizer, per_index_counts
 
 __all__ = ["Updater", "get_updater"]
+
+T = TypeVar("T")
 
 
 FORMAT = "fusedopt.updater_states"
@@ -123,10 +125,7 @@ class Updater:
             "states": entries,
             "optimizer": _optimizer_to_manifest(self.optimizer) if dump_optimizer else None,
         }
-        buf = io.BytesIO()
-        payload = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
-        np.savez(buf, manifest=payload, **arrays)
-        return buf.getvalue()
+        return save_archive(manifest, arrays)
 
     def set_states(self, states: bytes) -> None:
         """Loads what :meth:`get_states` saved. States move to each weight's device at its next
@@ -136,12 +135,7 @@ class Updater:
         (hyper-parameters, multipliers, counts, scheduler), which must be of the saved class; its
         ``param_dict`` is kept. Anything malformed or out of range is a ``ValueError`` and changes
         nothing."""
-        try:
-            new_states, optimizer = _load(states)
-        except ValueError:
-            raise
-        except Exception as exc:  # zipfile, npy header and JSON errors of a corrupted file
-            raise ValueError(f"set_states: not a valid fusedopt state archive ({exc})") from None
+        new_states, optimizer = _load(states)
         if optimizer is not None:
             _load_into(self.optimizer, optimizer)
         self.states = new_states
@@ -477,34 +471,63 @@ class _Archive:
         return _parse_npy(data, f"array at {where}", dtype, shape)
 
 
-def _load(data: bytes) -> tuple[dict[Any, Any], Optimizer | None]:
+# ----------------------------------------------------------------------------------- archives
+def save_archive(manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """An uncompressed ``.npz`` holding ``manifest`` (JSON, as a uint8 array) and ``arrays``. Shared
+    by every saved-state format (the Updater's, the parameter servers')."""
+    buf = io.BytesIO()
+    payload = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    np.savez(buf, manifest=payload, **arrays)
+    return buf.getvalue()
+
+
+def load_archive(data: Any, fmt: str, version: int,
+                 read: Callable[[dict[str, Any], _Archive], T]) -> T:
+    """Opens what :func:`save_archive` wrote, checks its ``format`` and ``version`` and returns
+    ``read(manifest, archive)``; ``archive.array(key, dtype, shape, where)`` reads one member bounded
+    by the size the caller expects. Anything malformed (zip, ``.npy`` header and JSON errors
+    included) is a ``ValueError``; a non-bytes argument a ``TypeError``."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"set_states expects bytes, got {type(data).__qualname__}")
     raw = bytes(data)
     if not zipfile.is_zipfile(io.BytesIO(raw)):
         raise ValueError("set_states: not a fusedopt state archive (expected an .npz zip; pickled "
                          "states are never loaded)")
-    with zipfile.ZipFile(io.BytesIO(raw)) as zf:
-        archive = _Archive(zf)
-        manifest = archive.manifest()
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ValueError("set_states: not a fusedopt state archive")
-        if manifest.get("version") != VERSION:
-            raise ValueError(
-                f"set_states: unsupported format version {manifest.get('version')!r} "
-                f"(this fusedopt reads version {VERSION})"
-            )
-        entries = manifest.get("states")
-        if not isinstance(entries, list):
-            raise ValueError("set_states: malformed states list")
-        states: dict[Any, Any] = {}
-        for n, entry in enumerate(entries):
-            if not isinstance(entry, list) or len(entry) != 2:
-                raise ValueError(f"set_states: malformed state entry {n}")
-            key = _decode(entry[0])
-            if isinstance(key, (list, dict)) or key in states:
-                raise ValueError(f"set_states: bad or repeated index {key!r}")
-            states[key] = _tree_from_manifest(entry[1], archive, f"index {key!r}")
-        opt_entry = manifest.get("optimizer")
-        optimizer = _optimizer_from_manifest(opt_entry) if opt_entry is not None else None
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            archive = _Archive(zf)
+            manifest = archive.manifest()
+            if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+                raise ValueError(f"set_states: not a fusedopt state archive (expected {fmt})")
+            if manifest.get("version") != version:
+                raise ValueError(
+                    f"set_states: unsupported format version {manifest.get('version')!r} "
+                    f"(this fusedopt reads version {version})"
+                )
+            return read(manifest, archive)
+    except ValueError:
+        raise
+    except Exception as exc:  # zipfile, npy header and JSON errors of a corrupted file
+        raise ValueError(f"set_states: not a valid fusedopt state archive ({exc})") from None
+
+
+def _read_updater_states(manifest: dict[str, Any], archive: _Archive
+                         ) -> tuple[dict[Any, Any], Optimizer | None]:
+    entries = manifest.get("states")
+    if not isinstance(entries, list):
+        raise ValueError("set_states: malformed states list")
+    states: dict[Any, Any] = {}
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise ValueError(f"set_states: malformed state entry {n}")
+        key = _decode(entry[0])
+        if isinstance(key, (list, dict)) or key in states:
+            raise ValueError(f"set_states: bad or repeated index {key!r}")
+        states[key] = _tree_from_manifest(entry[1], archive, f"index {key!r}")
+    opt_entry = manifest.get("optimizer")
+    optimizer = _optimizer_from_manifest(opt_entry) if opt_entry is not None else None
     return states, optimizer
+
+
+def _load(data: bytes) -> tuple[dict[Any, Any], Optimizer | None]:
+    return load_archive(data, FORMAT, VERSION, _read_updater_states)
