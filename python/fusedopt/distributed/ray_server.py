@@ -209,7 +209,8 @@ class _Shard:
 
     def stats(self) -> dict[str, Any]:
         self._check()
-        return {"server": self._ps.stats(), "pid": os.getpid(), "restarted": self._restarted,
+        return {"server": self._ps.stats(), "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id(), "restarted": self._restarted,
                 "loaded_checkpoint": self._loaded, "push_seconds": self._t_push,
                 "pull_seconds": self._t_pull, "checkpoint_seconds": self._t_ckpt,
                 "checkpoints": self._n_ckpt, "repulls_after_restart": self._repulls}
