@@ -57,6 +57,7 @@ CLASSES = 10
 ADAPTIVE = {"lamda": 2.0, "ms_decay": 0.95, "eps": 1e-7}
 METHODS = ("sgd", "asgd", "dcasgd-c", "dcasgd-a", "dcasgd-mxnet", "dcasgd-mxnet-a", "ssgd")
 CONSTANT_METHODS = ("dcasgd-c", "dcasgd-mxnet")
+DEFAULT_SWEEP = (0.04, 0.4, 4.0, 40.0)
 _EXTRA_HINT = 'pip install "fusedopt[experiment]"'
 
 
@@ -282,7 +283,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     styles = {"asgd": "o-", "dcasgd-c": "s-", "dcasgd-a": "D-", "dcasgd-mxnet": "v--",
               "dcasgd-mxnet-a": "^--", "ssgd": "x:"}
-    for method in METHODS:
+    for n, method in enumerate(METHODS):
         rows = sorted((r for r in doc["results"] if r["method"] == method),
                       key=lambda r: r["workers"])
         if not rows:
@@ -294,7 +295,8 @@ def plot(doc: dict[str, Any], path: str) -> None:
             continue
         lam = rows[0]["lamda"]
         label = method + (f" (lamda={lam:g})" if lam is not None else "")
-        ax.errorbar([r["workers"] for r in rows], [r["test_error_mean"] for r in rows],
+        shift = 2.0 ** (0.03 * (n - len(METHODS) / 2))  # side by side, so error bars stay apart
+        ax.errorbar([r["workers"] * shift for r in rows], [r["test_error_mean"] for r in rows],
                     yerr=[r["test_error_std"] for r in rows], fmt=styles.get(method, "o-"),
                     capsize=3, label=label)
     cfg = doc["config"]
@@ -303,7 +305,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
     ax.set_xlabel("workers M (staleness M - 1)")
     ax.set_ylabel("test error (%)")
     ax.set_title(f"digits MLP, {cfg['epochs']} epochs, lr {cfg['lr']:g}, {len(cfg['seeds'])} seeds "
-                 "(mean +- std)", fontsize=10)
+                 "(mean ± std)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -331,18 +333,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1.0)
     parser.add_argument("--lamda", type=float, default=0.04,
                         help="constant lamda of dcasgd-c and dcasgd-mxnet")
-    parser.add_argument("--sweep", type=float, nargs="*", default=[0.04, 0.4, 4.0, 40.0],
-                        help="lamda values also run for the constant methods")
+    parser.add_argument("--sweep", type=float, nargs="*", default=None,
+                        help="lamda values also run for the constant methods (default "
+                        f"{' '.join(map(str, DEFAULT_SWEEP))}; none with --quick)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--delays", choices=("staggered", "exponential"), default="staggered")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--plot", help="write the plot (PNG) here")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run in seconds: workers 1 2, 1 seed, 1 epoch, no sweep")
+                        help="a smoke run in seconds: workers 1 2, 1 seed, 1 epoch")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        args.workers, args.seeds, args.epochs, args.sweep = [1, 2], 1, 1, []
+        args.workers, args.seeds, args.epochs = [1, 2], 1, 1
+    if args.sweep is None:
+        args.sweep = [] if args.quick else list(DEFAULT_SWEEP)
     if args.seeds < 1 or args.epochs < 1 or args.batch < 1 or min(args.workers) < 1:
         parser.error("--seeds, --epochs, --batch and --workers must be >= 1")
     if args.plot:

@@ -113,15 +113,18 @@ class ParameterServer:
             if _arrays.dtype_name(p) not in _DTYPES:
                 raise TypeError(f"params[{i}] has dtype {_arrays.dtype_name(p)}; expected one of "
                                 f"{', '.join(_DTYPES)}")
-            try:  # the kernels' own checks of a weight (writable, layout), with a scratch gradient
-                F.check_sgd_args(p, _arrays.zeros_like(p))
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"params[{i}]: {exc}") from None
+        try:  # the kernels' own checks of the whole list (writable, layout, no two overlapping),
+            # with scratch gradients; weights[k] in the message is params[k]
+            F.prepare_update("sgd", list(params), [_arrays.zeros_like(p) for p in params], None,
+                             None, None, [1.0] * len(params), [1.0] * len(params))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"params: {exc}") from None
         devices = {_device(p) for p in params}
         if len(devices) > 1:
             raise ValueError(f"params must all be on one device, got {sorted(devices)}")
         self._params = list(params)
         self._indices = list(range(len(self._params)))
+        self._ones = [1.0] * len(self._params)
         self._specs = [(tuple(int(s) for s in p.shape), _arrays.dtype_name(p), _device(p))
                        for p in self._params]
         self._opt = optimizer
@@ -152,7 +155,7 @@ class ParameterServer:
         """The paper's server: per parameter ``(master or None, mom or None, mean_square or None)``,
         and per worker a backup of every parameter (of its float32 master when it has one)."""
         opt = self._opt
-        adaptive = bool(getattr(opt, "adaptive", False))
+        adaptive = opt.adaptive
         for p in self._params:
             master = _arrays.astype_float32(p) if opt._use_master(p) else None
             ref = p if master is None else master
@@ -251,7 +254,7 @@ class ParameterServer:
         if len(grads) != len(self._params):
             raise ValueError(f"push: grads has {len(grads)} arrays, the server has "
                              f"{len(self._params)} parameters")
-        for i, (g, p, (shape, dtype, device)) in enumerate(zip(grads, self._params, self._specs)):
+        for i, (g, (shape, dtype, device)) in enumerate(zip(grads, self._specs)):
             if isinstance(g, RowSparseArray) or not hasattr(g, "dtype") or not hasattr(g, "shape"):
                 raise TypeError(f"push: grads[{i}] must be a dense array, got {type(g).__qualname__}")
             if tuple(g.shape) != shape:
@@ -262,10 +265,11 @@ class ParameterServer:
                                 f"has dtype {dtype}")
             if _device(g) != device:
                 raise ValueError(f"push: grads[{i}] is on {_device(g)}, parameter {i} is on {device}")
-            try:  # the kernels' own checks (layout, a buffer they could not use without a copy)
-                F.check_sgd_args(p, g)
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"push: grads[{i}]: {exc}") from None
+        try:  # the kernels' own checks of the whole call (layouts, overlaps), writing nothing
+            F.prepare_update("sgd", self._params, list(grads), None, None, None, self._ones,
+                             self._ones)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"push: {exc}") from None
         return worker
 
     def push(self, worker: int, grads: Sequence[Any], *, seq: int | None = None) -> int:
@@ -322,9 +326,7 @@ class ParameterServer:
         first = True
         try:
             lrs, wds = opt._checked_rates(self._indices)
-            kw = {"momentum": opt.momentum, "lamda": opt.lamda, "rescale_grad": opt.rescale_grad,
-                  "clip_gradient": opt.clip_gradient,
-                  "ms_decay": getattr(opt, "ms_decay", 0.95), "eps": getattr(opt, "eps", 1e-7)}
+            kw = opt._kernel_kw()
             bak = self._bak[worker]
             for master, part in self._groups:
                 sts = [self._states[i] for i in part]
