@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     train("DCASGD (delay-compensated), fused kernel", dca, x, y, epochs, args.batch, args.seed)
     print("\nupdate throughput on a large tensor (memory-bound: GB/s is the figure of merit):")
     bandwidth(4_000_000 if args.quick else 16_000_000, 5 if args.quick else 15)
+    from .distributed import demo as distributed_demo   # asynchronous workers (Ray when installed)
+
+    distributed_demo.main_section(quick=args.quick)
 
 
 if __name__ == "__main__":
