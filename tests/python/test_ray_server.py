@@ -414,3 +414,19 @@ def test_demo_distributed_part_runs():
     for r in rows:
         assert 0.0 <= r["test_error"] <= 100.0 and r["updates_per_s"] > 0
     assert rows[0]["updates"] == 30 and rows[1]["updates"] == 15
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_example_script_trains_numpy_and_torch_workers(model, capsys):
+    if model == "cnn":
+        pytest.importorskip("torch")
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "distributed", "train_digits.py")
+    spec = importlib.util.spec_from_file_location("train_digits", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--model", model, "--method", "asgd", "--workers", "2", "--steps", "60"])
+    assert [r.get("error") for r in out["results"]] == [None, None]
+    assert out["updates"] == 120
+    assert out["test_error"] < 25.0
