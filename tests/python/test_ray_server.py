@@ -62,12 +62,21 @@ def _run_interleaved(server, ref, rng, params, order):
             for a, b in zip(w, rw):
                 assert not a.flags.writeable or a.size * a.itemsize < 100_000
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-        else:
+        elif op[0] == "g":
             g = _grads(rng, params)
             assert server.push(k, g) == ref.push(k, g)
+        else:       # "x": push_and_pull, one round trip
+            g = _grads(rng, params)
+            w, v = server.push_and_pull(k, g)
+            assert v == ref.push(k, g)
+            rw, rv = ref.pull(k)
+            assert v == rv
+            for a, b in zip(w, rw):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 ORDER = "p0 p1 g0 p0 g1 g0 p1 p0 g1 g0 p1 g1 p0 g0".split()
+ORDER_X = "p0 p1 x0 g1 x0 p1 x1 g0 x1 x0 g1".split()
 
 
 @pytest.mark.parametrize("num_shards", [1, 3])
@@ -79,7 +88,7 @@ def test_asgd_momentum_matches_oracle(rng, num_shards):
     server = RayParameterServer(params, opt, 2, num_shards=num_shards)
     try:
         ref = RefServer(params, 2, rule="sgd", store=np.float32, **kw)
-        _run_interleaved(server, ref, rng, params, ORDER)
+        _run_interleaved(server, ref, rng, params, ORDER + ORDER_X)
         st = server.stats()
         assert st["updates"] == ref.version
         assert st["staleness_hist"] == np.bincount(ref.staleness).tolist()
@@ -329,13 +338,20 @@ def test_corrupted_states_and_checkpoints_are_typed_errors_and_change_nothing(rn
                                  num_shards=2, checkpoint_dir=tmp_path)
     try:
         assert resumed.version() == 1
-        assert [s["loaded_checkpoint"] for s in resumed.stats()["shards"]] == [True, True]
+        shards = resumed.stats()["shards"]
+        assert [s["loaded_checkpoint"] for s in shards] == [True, True]
+        # A damaged checkpoint met by a restarted shard: every call to it is a ValueError naming the
+        # file (the shard does not go on from wrong weights).
+        with open(tmp_path / "shard-1-of-2.state", "r+b") as f:
+            f.seek(40)
+            f.write(b"\0" * 64)
+        os.kill(shards[1]["pid"], signal.SIGKILL)
+        for _ in range(2):
+            with pytest.raises(ValueError, match="shard-1-of-2.state"):
+                resumed.pull(0)
     finally:
         resumed.shutdown()
-    # ...and a damaged one is a ValueError naming the file, with no shard left running.
-    with open(tmp_path / "shard-1-of-2.state", "r+b") as f:
-        f.seek(40)
-        f.write(b"\0" * 64)
+    # ...and a new server on that directory: a ValueError naming the file, no shard left running.
     with pytest.raises(ValueError, match="shard-1-of-2.state"):
         RayParameterServer(params, fusedopt.SGD(learning_rate=0.1, momentum=0.9), 1,
                            num_shards=2, checkpoint_dir=tmp_path)

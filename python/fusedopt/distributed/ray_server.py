@@ -175,6 +175,11 @@ class _Shard:
             self.checkpoint()
         return version
 
+    def push_pull(self, worker: int, grads: list[np.ndarray], seq: int) -> tuple[list[Any], int]:
+        """A push, then a pull by the same worker, in one call (one round trip for a worker's step)."""
+        self.push(worker, grads, seq)
+        return self.pull(worker)
+
     def version(self) -> int:
         self._check()
         return self._ps.version
@@ -332,12 +337,16 @@ class RayParameterServer:
         applied on every shard (the least over shards, which differ only after a shard restart)."""
         self._check_worker(worker)
         worker = int(worker)
-        results = _unwrap([s.pull.remote(worker) for s in self._shards])
+        weights, version = self._gather(_unwrap([s.pull.remote(worker) for s in self._shards]))
+        self._pulled.add(worker)
+        return weights, version
+
+    def _gather(self, results: list[tuple[list[Any], int]]) -> tuple[list[Any], int]:
+        """The shards' pull results in the parameters' order, and the least version."""
         weights: list[Any] = [None] * len(self._specs)
         for idx, (ws, _) in zip(self._assign, results):
             for i, w in zip(idx, ws):
                 weights[i] = w
-        self._pulled.add(worker)
         return weights, min(v for _, v in results)
 
     def check_push(self, worker: int, grads: Sequence[Any]) -> list[np.ndarray]:
@@ -372,15 +381,28 @@ class RayParameterServer:
         """One update with ``worker``'s gradients on every shard; returns the version it produced (the
         least over shards). ``seq``: a per-worker increasing number (default: made by the handle); a
         push whose ``seq`` a shard has already applied is not applied again."""
-        arrays = self.check_push(worker, grads)
-        worker = int(worker)
-        if seq is None:
-            seq = self._next_seq(worker)
-        elif isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) or seq < 0:
-            raise TypeError(f"seq must be an int >= 0, got {seq!r}")
-        refs = [s.push.remote(worker, [arrays[i] for i in idx], int(seq))
+        arrays, seq = self._checked(worker, grads, seq)
+        refs = [s.push.remote(int(worker), [arrays[i] for i in idx], seq)
                 for s, idx in zip(self._shards, self._assign)]
         return min(_unwrap(refs))
+
+    def _checked(self, worker: Any, grads: Sequence[Any], seq: Any) -> tuple[list[np.ndarray], int]:
+        arrays = self.check_push(worker, grads)
+        if seq is None:
+            return arrays, self._next_seq(int(worker))
+        if isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) or seq < 0:
+            raise TypeError(f"seq must be an int >= 0, got {seq!r}")
+        return arrays, int(seq)
+
+    def push_and_pull(self, worker: int, grads: Sequence[Any], *, seq: int | None = None
+                      ) -> tuple[list[np.ndarray], int]:
+        """``push(worker, grads)`` then ``pull(worker)`` in one round trip per shard: the worker's
+        next weights and the version after its push. Same checks, seq and results as the two calls."""
+        arrays, seq = self._checked(worker, grads, seq)
+        worker = int(worker)
+        results = _unwrap([s.push_pull.remote(worker, [arrays[i] for i in idx], seq)
+                           for s, idx in zip(self._shards, self._assign)])
+        return self._gather(results)
 
     def version(self) -> int:
         """Updates applied on every shard (the least over shards)."""

@@ -124,28 +124,42 @@ class DigitsCNNWorker:
 # ------------------------------------------------------------------------------------ the loop
 def worker_loop(server: Any, worker: int, factory: Callable[[int, int], Any], steps: int,
                 seed: int = 0, wait_timeout: float = 120.0) -> dict[str, Any]:
-    """``steps`` times: pull, compute, push (in synchronous mode, then wait for the round). Returns
-    the worker's metrics: losses and the seconds spent pulling, computing, pushing and waiting."""
+    """Pull, then ``steps`` times: compute, push and pull the next weights (asynchronous: in one
+    round trip, ``push_and_pull``; synchronous: push, wait for the round, pull). Returns the worker's
+    metrics: losses and the seconds spent pulling, computing, pushing (asynchronous: push and pull
+    together) and waiting."""
     model = factory(worker, seed)
     t = {"pull": 0.0, "compute": 0.0, "push": 0.0, "wait": 0.0}
     losses = []
     start = time.perf_counter()
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        weights, version = server.pull(worker)
+    t0 = time.perf_counter()
+    weights, version = server.pull(worker)
+    t["pull"] += time.perf_counter() - t0
+    for step in range(steps):
         t1 = time.perf_counter()
         grads, loss = model.gradients(weights)
         del weights     # releases the pulled arrays in the object store
         t2 = time.perf_counter()
-        server.push(worker, grads)
-        t3 = time.perf_counter()
+        last = step == steps - 1
         if server.synchronous:
+            # The round must be complete before the next pull.
+            server.push(worker, grads)
+            t3 = time.perf_counter()
             server.wait_version(version + 1, timeout=wait_timeout)
-        t4 = time.perf_counter()
-        t["pull"] += t1 - t0
+            t4 = time.perf_counter()
+            weights, version = (None, version) if last else server.pull(worker)
+        elif last:
+            server.push(worker, grads)
+            t3 = t4 = time.perf_counter()
+        else:
+            # Asynchronous: the push and the next pull in one round trip per shard.
+            weights, version = server.push_and_pull(worker, grads)
+            t3 = t4 = time.perf_counter()
+        t5 = time.perf_counter()
         t["compute"] += t2 - t1
         t["push"] += t3 - t2
         t["wait"] += t4 - t3
+        t["pull"] += t5 - t4
         losses.append(loss)
     return {"worker": worker, "steps": steps, "losses": losses,
             "seconds": time.perf_counter() - start, "pid": os.getpid(),
