@@ -165,9 +165,13 @@ class _Shard:
             self._repull.discard(worker)
             self._repulls += 1
         if self._device != "cpu":
+            import warnings
+
             import torch
 
-            grads = [torch.from_numpy(g).to(self._device) for g in grads]   # host -> device copy
+            with warnings.catch_warnings():     # torch warns on read-only arrays; they are only read
+                warnings.simplefilter("ignore", UserWarning)
+                grads = [torch.from_numpy(g).to(self._device) for g in grads]   # host -> device copy
         t0 = time.perf_counter()
         version = self._ps.push(worker, grads, seq=seq)
         self._t_push += time.perf_counter() - t0
@@ -471,6 +475,7 @@ class RayParameterServer:
         for s in self._shards:
             ray.kill(s, no_restart=True)
         self._shards = []
+        self._param_refs = []
 
 
 def init_local_ray(num_cpus: int = 2, *, object_store_memory: int | None = None, **kwargs: Any) -> None:
