@@ -122,13 +122,38 @@ class DigitsCNNWorker:
 
 
 # ------------------------------------------------------------------------------------ the loop
+class _Barrier:
+    """Counts the workers that are ready, so that all start training together (Ray starts worker
+    processes one by one; without it the first would train alone)."""
+
+    def __init__(self) -> None:
+        self.ready = 0
+
+    def arrive(self) -> None:
+        self.ready += 1
+
+    def count(self) -> int:
+        return self.ready
+
+
+def _wait_for_all(barrier: Any, n: int, timeout: float) -> None:
+    ray.get(barrier.arrive.remote())
+    deadline = time.monotonic() + timeout
+    while ray.get(barrier.count.remote()) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def worker_loop(server: Any, worker: int, factory: Callable[[int, int], Any], steps: int,
-                seed: int = 0, wait_timeout: float = 120.0) -> dict[str, Any]:
+                seed: int = 0, wait_timeout: float = 120.0,
+                barrier: tuple[Any, int] | None = None) -> dict[str, Any]:
     """Pull, then ``steps`` times: compute, push and pull the next weights (asynchronous: in one
     round trip, ``push_and_pull``; synchronous: push, wait for the round, pull). Returns the worker's
     metrics: losses and the seconds spent pulling, computing, pushing (asynchronous: push and pull
-    together) and waiting."""
+    together) and waiting; ``seconds`` counts from the start of training. ``barrier``: ``(actor,
+    n)``, wait (at most ``wait_timeout``) until n workers have built their model."""
     model = factory(worker, seed)
+    if barrier is not None:
+        _wait_for_all(barrier[0], barrier[1], wait_timeout)
     t = {"pull": 0.0, "compute": 0.0, "push": 0.0, "wait": 0.0}
     losses = []
     start = time.perf_counter()
@@ -174,7 +199,9 @@ def run_workers(server: Any, factory: Callable[[int, int], Any], steps: int, *,
     """Starts ``num_workers`` (default: the server's) workers as Ray tasks running
     :func:`worker_loop`, waits for all of them and returns their metrics, one dict per worker.
 
-    A worker that fails (an exception, or its process dies) does not stop the others: its entry
+    The workers start training together, when all have built their model (each entry's ``seconds``
+    counts from there). A worker that fails (an exception, or its process dies) does not stop the
+    others (one that fails before it is ready holds them back at most 120 s): its entry
     holds ``error`` (the exception's type and message) instead of metrics. ``worker_options`` go to
     the tasks' ``.options`` (default ``num_cpus=0``, so all M workers run at once, as synchronous
     training needs; e.g. ``resources={"worker_node": 1}`` places them on the nodes offering it).
@@ -183,7 +210,9 @@ def run_workers(server: Any, factory: Callable[[int, int], Any], steps: int, *,
     """
     m = server.num_workers if num_workers is None else num_workers
     task = ray.remote(max_retries=0)(worker_loop).options(**({"num_cpus": 0, **(worker_options or {})}))
-    refs = [task.remote(server, k, factory, steps, seed) for k in range(m)]
+    # All workers start training together, once each has built its model.
+    barrier = ray.remote(num_cpus=0)(_Barrier).remote()
+    refs = [task.remote(server, k, factory, steps, seed, 120.0, (barrier, m)) for k in range(m)]
     total = steps if server.synchronous else steps * m
     bar = _Progress(total, "updates") if progress else None
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -198,6 +227,7 @@ def run_workers(server: Any, factory: Callable[[int, int], Any], steps: int, *,
             break
     if bar is not None:
         bar.close()
+    ray.kill(barrier)
     out = []
     for k, r in enumerate(refs):
         try:
