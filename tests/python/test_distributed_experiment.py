@@ -105,3 +105,19 @@ def test_missing_optional_dependency_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails as if not installed
     with pytest.raises(SystemExit, match=r"fusedopt\[experiment\]"):
         ex.load_data()
+
+
+def test_a_diverging_run_is_reported_not_warned(monkeypatch):
+    data = ex.load_data()
+    real = ex.init_params
+    monkeypatch.setattr(ex, "init_params", lambda seed, inputs: [
+        np.full_like(p, np.inf) for p in real(seed, inputs)])  # inf weights: NaN from the start
+    r = ex.run_one("asgd", 2, 0, data, epochs=1)  # filterwarnings=error: no warning escapes
+    assert np.isnan(r["final_loss"]) and r["test_error"] > 80.0 and r["diverged"]
+    monkeypatch.undo()
+    ok = ex.run_one("asgd", 2, 0, data, epochs=1, lr=0.1)
+    assert not ok["diverged"]
+    row = ex._summary("asgd", 2, None, [r, ok], [0, 1])
+    assert row["diverged"] == 1
+    doc = ex._finite_or_null({"a": [row["final_loss_mean"], 1.5], "b": float("inf")})
+    assert doc == {"a": [None, 1.5], "b": None}

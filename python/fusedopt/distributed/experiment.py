@@ -146,7 +146,8 @@ def run_one(method: str, workers: int, seed: int, data: Data, *, epochs: int = 2
             batch: int = 32, lr: float = 1.0, lamda: float = 0.04,
             delays: str = "staggered") -> dict[str, Any]:
     """Trains one model and returns ``test_error`` (percent), ``final_loss`` (training-set loss at
-    the end), ``staleness_mean``, ``staleness_max``, ``updates``, ``gradients``, ``sim_time``."""
+    the end; NaN when the weights overflowed, whose NaN outputs then predict class 0: about 90 %
+    error), ``diverged`` (the final training loss is not below the initial one), ``staleness_mean``, ``staleness_max``, ``updates``, ``gradients``, ``sim_time``."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
     if method == "sgd" and workers != 1:
@@ -162,13 +163,17 @@ def run_one(method: str, workers: int, seed: int, data: Data, *, epochs: int = 2
         return loss_and_grad(weights, data.x_train[rows], data.y_train[rows])
 
     params = init_params(seed, data.x_train.shape[1])
+    with np.errstate(all="ignore"):
+        initial_loss, _ = evaluate(params, data.x_train, data.y_train)
     server = ParameterServer(params, _optimizer(method, lr, lamda), workers,
                              backups="previous" if method.startswith("dcasgd-mxnet") else "worker",
                              synchronous=method == "ssgd")
-    res = simulate(server, grad_fn, epochs * per_epoch, delays=delays, seed=seed)
-    final_loss, _ = evaluate(params, data.x_train, data.y_train)
-    _, test_error = evaluate(params, data.x_test, data.y_test)
+    with np.errstate(all="ignore"):  # a diverging run ends with NaN weights: reported, not warned
+        res = simulate(server, grad_fn, epochs * per_epoch, delays=delays, seed=seed)
+        final_loss, _ = evaluate(params, data.x_train, data.y_train)
+        _, test_error = evaluate(params, data.x_test, data.y_test)
     return {"test_error": test_error, "final_loss": final_loss,
+            "diverged": not final_loss <= initial_loss,  # NaN counts as diverged
             "staleness_mean": float(res.staleness.mean()) if len(res.staleness) else 0.0,
             "staleness_max": int(res.staleness.max()) if len(res.staleness) else 0,
             "updates": server.version, "gradients": len(res.workers), "sim_time": res.sim_time}
@@ -219,6 +224,7 @@ def _summary(method: str, workers: int, lamda: float | None, runs: list[dict[str
         "test_error_mean": float(np.mean(errors)), "test_error_std": std(errors),
         "test_errors": errors,
         "final_loss_mean": float(np.mean(losses)), "final_loss_std": std(losses),
+        "diverged": sum(r["diverged"] for r in runs),
         "staleness_mean": float(np.mean([r["staleness_mean"] for r in runs])),
         "staleness_max": max(r["staleness_max"] for r in runs),
         "updates": runs[0]["updates"], "gradients": runs[0]["gradients"],
@@ -314,13 +320,24 @@ def plot(doc: dict[str, Any], path: str) -> None:
 
 
 def _table(doc: dict[str, Any]) -> str:
-    lines = ["method          M   lamda   test error %     final loss   staleness"]
+    lines = ["method          M   lamda   test error %     final loss   staleness  diverged"]
     for r in doc["results"] + [r for r in doc["lamda_sweep"] if r not in doc["results"]]:
         lam = "-" if r["lamda"] is None else f"{r['lamda']:g}"
         lines.append(f"{r['method']:<15} {r['workers']:>2}  {lam:>6}  {r['test_error_mean']:6.2f} +- "
                      f"{r['test_error_std']:4.2f}  {r['final_loss_mean']:10.4f}   "
-                     f"{r['staleness_mean']:6.2f}")
+                     f"{r['staleness_mean']:6.2f}  {r['diverged']:>8}")
     return "\n".join(lines)
+
+
+def _finite_or_null(obj: Any) -> Any:
+    """The document with NaN / infinite numbers (the losses of diverged runs) as JSON null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -360,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_table(doc))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(doc, f, indent=1)
+            json.dump(_finite_or_null(doc), f, indent=1, allow_nan=False)
             f.write("\n")
     if args.plot:
         plot(doc, args.plot)
