@@ -34,7 +34,7 @@ import ray
 
 from ..optimizer import Optimizer
 from ..updater import load_archive, save_archive
-from .server import ParameterServer
+from .server import ParameterServer, _check_int
 
 _FORMAT = "fusedopt.ray_parameter_server"
 _VERSION = 1
@@ -270,12 +270,9 @@ class RayParameterServer:
         if isinstance(params, (str, bytes)) or not isinstance(params, Sequence) or len(params) == 0:
             raise TypeError("params must be a non-empty list of arrays")
         arrays = [_as_host_array(p, f"params[{i}]") for i, p in enumerate(params)]
-        for name, value, low in (("num_shards", num_shards, 1), ("checkpoint_every", checkpoint_every, 1),
-                                 ("max_restarts", max_restarts, 0)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-            if value < low:
-                raise ValueError(f"{name} must be >= {low}, got {value}")
+        num_shards = _check_int("num_shards", num_shards, 1)
+        checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
+        max_restarts = _check_int("max_restarts", max_restarts, 0)
         if num_shards > len(arrays):
             raise ValueError(f"num_shards={num_shards} exceeds the number of parameters ({len(arrays)})")
         if not (isinstance(num_gpus, (int, float)) and math.isfinite(num_gpus) and num_gpus >= 0):
@@ -329,18 +326,13 @@ class RayParameterServer:
         """The global parameter indices each shard holds."""
         return [list(idx) for idx in self._assign]
 
-    def _check_worker(self, worker: Any) -> None:
-        if isinstance(worker, bool) or not isinstance(worker, (int, np.integer)):
-            raise TypeError(f"worker must be an int, got {type(worker).__name__}")
-        if not 0 <= worker < self.num_workers:
-            raise ValueError(f"worker {worker} is out of range: this server has {self.num_workers} "
-                             f"workers (ids 0..{self.num_workers - 1})")
+    def _check_worker(self, worker: Any) -> int:
+        return _check_int("worker", worker, 0, self.num_workers)
 
     def pull(self, worker: int) -> tuple[list[np.ndarray], int]:
         """Current weights (read-only NumPy arrays in Ray's object store) and the number of updates
         applied on every shard (the least over shards, which differ only after a shard restart)."""
-        self._check_worker(worker)
-        worker = int(worker)
+        worker = self._check_worker(worker)
         weights, version = self._gather(_unwrap([s.pull.remote(worker) for s in self._shards]))
         self._pulled.add(worker)
         return weights, version
@@ -355,8 +347,8 @@ class RayParameterServer:
 
     def check_push(self, worker: int, grads: Sequence[Any]) -> list[np.ndarray]:
         """Every check of a push (Note [whole pushes]); returns the gradients as NumPy views."""
-        self._check_worker(worker)
-        if int(worker) not in self._pulled:
+        worker = self._check_worker(worker)
+        if worker not in self._pulled:
             raise ValueError(f"worker {worker} pushed without a pull through this handle: call "
                              "pull(worker) first (each worker pulls and pushes through its own handle)")
         if isinstance(grads, (str, bytes)) or not isinstance(grads, Sequence):
@@ -383,8 +375,9 @@ class RayParameterServer:
 
     def push(self, worker: int, grads: Sequence[Any], *, seq: int | None = None) -> int:
         """One update with ``worker``'s gradients on every shard; returns the version it produced (the
-        least over shards). ``seq``: a per-worker increasing number (default: made by the handle); a
-        push whose ``seq`` a shard has already applied is not applied again."""
+        least over shards). ``seq``: a per-worker increasing number (default: made by the handle,
+        from the clock); a push carrying the ``seq`` of that worker's last applied push is not applied
+        again and returns that push's version (a retry); an older ``seq`` is a ValueError."""
         arrays, seq = self._checked(worker, grads, seq)
         refs = [s.push.remote(int(worker), [arrays[i] for i in idx], seq)
                 for s, idx in zip(self._shards, self._assign)]
@@ -394,9 +387,7 @@ class RayParameterServer:
         arrays = self.check_push(worker, grads)
         if seq is None:
             return arrays, self._next_seq(int(worker))
-        if isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) or seq < 0:
-            raise TypeError(f"seq must be an int >= 0, got {seq!r}")
-        return arrays, int(seq)
+        return arrays, _check_int("seq", seq, 0)
 
     def push_and_pull(self, worker: int, grads: Sequence[Any], *, seq: int | None = None
                       ) -> tuple[list[np.ndarray], int]:
