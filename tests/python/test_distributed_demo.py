@@ -27,3 +27,12 @@ def test_without_ray_the_demo_uses_the_simulator_and_says_so(monkeypatch, capsys
         assert float(row[2]) >= 0.0 and float(row[3]) > 0.0     # staleness, updates/s
     # asynchronous methods see stale gradients, synchronous SGD none
     assert float(lines["asgd"][2]) > 0.0 and float(lines["ssgd"][2]) == 0.0
+
+
+def test_importing_fusedopt_and_fusedopt_distributed_does_not_import_ray():
+    import subprocess
+    import sys
+
+    code = ("import sys, fusedopt, fusedopt.distributed, fusedopt.distributed.demo; "
+            "assert 'ray' not in sys.modules, 'ray was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
