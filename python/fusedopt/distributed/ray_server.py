@@ -12,6 +12,8 @@ Note [whole pushes]
     record, when it restarts from a checkpoint written before that pull; a restarted shard therefore
     re-pulls (internally, discarding the copies) for each worker before that worker's first push to
     it, so it accepts the pushes the other shards accept. No extra round trip is paid per push.
+    The exception: a restarted shard that cannot read its checkpoint refuses every call (ValueError
+    naming the file) while the others go on applying; that server must be restored.
 
 Note [copies]
     pull: ``ParameterServer.pull`` copies the weights, and Ray serialises that copy into the object
