@@ -29,6 +29,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -109,7 +110,9 @@ class _Shard:
         self._t_push = self._t_pull = self._t_ckpt = 0.0
         self._n_ckpt = self._repulls = 0
         self._loaded = False
-        self._restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        with warnings.catch_warnings():     # Ray 2.60's own property reads a deprecated attribute
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         # A restarted shard may have lost pull records (Note [whole pushes]).
         self._repull = set(range(num_workers)) if self._restarted else set()
         try:
@@ -167,8 +170,6 @@ class _Shard:
             self._repull.discard(worker)
             self._repulls += 1
         if self._device != "cpu":
-            import warnings
-
             import torch
 
             with warnings.catch_warnings():     # torch warns on read-only arrays; they are only read
