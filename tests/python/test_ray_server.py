@@ -390,6 +390,7 @@ def test_a_killed_shard_is_restarted_reloads_its_checkpoint_and_training_converg
         assert s1["restarted"] and s1["loaded_checkpoint"] and s1["pid"] != victim
         assert not s0["restarted"]
         assert s0["server"]["updates"] == 240
+        assert s0["checkpoints"] == 240 // every          # every `every` updates, no more
         lost = s0["server"]["updates"] - s1["server"]["updates"]
         assert 0 <= lost <= every - 1
         assert workers.mlp_evaluate(server.pull(0)[0]) < 12.0     # test error, percent
