@@ -9,6 +9,7 @@ would stop every Ray on the machine).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -87,6 +88,7 @@ def cluster():
         log.close()
         with open(os.path.join(temp, "ray-start.log")) as f:
             print(f.read()[-2000:])     # shown by pytest when the module fails
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_workers_on_a_second_node_train_against_shards_on_the_head(cluster):
