@@ -1,4 +1,5 @@
-// update_kernels.cu — CUDA launchers for every rule (SGD, SGD-momentum, DCASGD; plain, multi-precision,
+// update_kernels.cu — CUDA launchers for every rule (SGD, SGD-momentum, DCASGD in MXNet's and the
+// paper's backup form, constant or adaptive lambda; plain, multi-precision,
 // aggregated, row-sparse): detail::cuda_update and detail::cuda_update_rows of engine.h, with the same
 // contracts as the CPU table (cpu/kernels.cpp). The arithmetic is the element rules of
 // rules/update_rules.h; this file only moves data.
@@ -39,14 +40,17 @@ namespace cuda_impl {
 template <class W, RuleKind R, bool kMom, bool kMaster>
 struct Traits {  // outside the unnamed namespace: nvcc warns on its unused slots there
   using Acc = acc_t<W>;
-  using State = std::conditional_t<kMaster, float, W>;  ///< momentum / prev storage
-  static constexpr bool kDca = R == RuleKind::kDcasgd;
+  using State = std::conditional_t<kMaster, float, W>;  ///< momentum / prev / backup / ms storage
+  static constexpr bool kDca = rule_has_anchor(R);           ///< reads prev (or the backup)
+  static constexpr bool kWritesPrev = rule_writes_anchor(R);  ///< MXNet's prev; a backup is read only
+  static constexpr bool kMs = rule_adaptive(R);              ///< mean square (adaptive lambda)
   static constexpr int kVec = kMaster ? 4 : static_cast<int>(16 / sizeof(W));
-  /// Operands in chunk-table order: w, g, [m], [prev], [w32].
-  static constexpr int kDepth = 2 + int(kMom) + int(kDca) + int(kMaster);
+  /// Operands in chunk-table order: w, g, [m], [prev], [ms], [w32].
+  static constexpr int kDepth = 2 + int(kMom) + int(kDca) + int(kMs) + int(kMaster);
   static constexpr int kSlotM = 2;
   static constexpr int kSlotPrev = 2 + int(kMom);
-  static constexpr int kSlotW32 = 2 + int(kMom) + int(kDca);
+  static constexpr int kSlotMs = 2 + int(kMom) + int(kDca);
+  static constexpr int kSlotW32 = 2 + int(kMom) + int(kDca) + int(kMs);
   static_assert(cuda::kChunkSize % kVec == 0, "chunks must start aligned");
 };
 
@@ -65,7 +69,8 @@ constexpr int kThreads = 256;     ///< dense and row kernels
 constexpr int kMtaThreads = 512;  ///< multi-tensor kernel: 128 elements per thread per chunk
 constexpr int kBlocksPerSm = 2048 / kThreads;
 
-/// Element pointers of one run (unused ones null). g == nullptr means a zero gradient.
+/// Element pointers of one run (unused ones null). g == nullptr means a zero gradient. `prev` is the
+/// DCASGD anchor: MXNet's previous weight, or a backup that is never written.
 template <class W, class State>
 struct Operands {
   W* w;
@@ -73,6 +78,7 @@ struct Operands {
   State* m;
   State* prev;
   float* w32;
+  State* ms;
 };
 
 template <class W, RuleKind R, bool kMom, bool kMaster>
@@ -86,6 +92,7 @@ __host__ __device__ __forceinline__ bool operands_aligned(const OperandsOf<W, R,
   bool ok = pack_aligned<W, V>(o.w) && pack_aligned<W, V>(o.g);
   if constexpr (kMom) ok = ok && pack_aligned<State, V>(o.m);
   if constexpr (T::kDca) ok = ok && pack_aligned<State, V>(o.prev);
+  if constexpr (T::kMs) ok = ok && pack_aligned<State, V>(o.ms);
   if constexpr (kMaster) ok = ok && pack_aligned<float, V>(o.w32);
   return ok;
 }
@@ -98,7 +105,7 @@ __device__ __forceinline__ void update_elems(const OperandsOf<W, R, kMom, kMaste
   using T = Traits<W, R, kMom, kMaster>;
   using Acc = typename T::Acc;
   using State = typename T::State;
-  Acc w[N], g[N], m[N], pv[N];
+  Acc w[N], g[N], m[N], pv[N], ms[N];
   if constexpr (kMaster) {
     load_n<N, kVector>(w, o.w32 + i);
   } else {
@@ -128,16 +135,14 @@ __device__ __forceinline__ void update_elems(const OperandsOf<W, R, kMom, kMaste
 #pragma unroll
     for (int j = 0; j < N; ++j) pv[j] = DeviceConvert<State>::to_acc(t[j]);
   }
+  if constexpr (T::kMs) {
+    State t[N];
+    load_n<N, kVector>(t, o.ms + i);
 #pragma unroll
-  for (int j = 0; j < N; ++j) {
-    if constexpr (R == RuleKind::kSgd) {
-      if constexpr (kMom) sgd_mom_rule(w[j], m[j], g[j], p);
-      else sgd_rule(w[j], g[j], p);
-    } else {
-      if constexpr (kMom) dcasgd_mom_rule(w[j], m[j], pv[j], g[j], p);
-      else dcasgd_rule(w[j], pv[j], g[j], p);
-    }
+    for (int j = 0; j < N; ++j) ms[j] = DeviceConvert<State>::to_acc(t[j]);
   }
+#pragma unroll
+  for (int j = 0; j < N; ++j) apply_rule<Acc, R, kMom, true>(w[j], m[j], pv[j], ms[j], g[j], p);
   if constexpr (kMaster) store_n<N, kVector>(o.w32 + i, w);
   {
     W t[N];
@@ -151,11 +156,17 @@ __device__ __forceinline__ void update_elems(const OperandsOf<W, R, kMom, kMaste
     for (int j = 0; j < N; ++j) t[j] = DeviceConvert<State>::from_acc(m[j]);
     store_n<N, kVector>(o.m + i, t);
   }
-  if constexpr (T::kDca) {
+  if constexpr (T::kWritesPrev) {
     State t[N];
 #pragma unroll
     for (int j = 0; j < N; ++j) t[j] = DeviceConvert<State>::from_acc(pv[j]);
     store_n<N, kVector>(o.prev + i, t);
+  }
+  if constexpr (T::kMs) {
+    State t[N];
+#pragma unroll
+    for (int j = 0; j < N; ++j) t[j] = DeviceConvert<State>::from_acc(ms[j]);
+    store_n<N, kVector>(o.ms + i, t);
   }
 }
 
@@ -195,7 +206,7 @@ struct TensorScalars {
 /// Scalars shared by every tensor of a call, in the compute type.
 template <class Acc>
 struct SharedRule {
-  Acc momentum, rescale_grad, clip, lamda;
+  Acc momentum, rescale_grad, clip, lamda, ms_decay, ms_gain, eps;
 };
 
 template <class W, RuleKind R, bool kMom, bool kMaster>
@@ -213,12 +224,14 @@ __global__ void __launch_bounds__(kMtaThreads)
       meta.sizes[t] < begin + cuda::kChunkSize ? meta.sizes[t] : begin + cuda::kChunkSize;
   OperandsOf<W, R, kMom, kMaster> o{static_cast<W*>(meta.ptrs[0][t]),
                                     static_cast<const W*>(meta.ptrs[1][t]), nullptr, nullptr,
-                                    nullptr};
+                                    nullptr, nullptr};
   if constexpr (kMom) o.m = static_cast<State*>(meta.ptrs[T::kSlotM][t]);
   if constexpr (T::kDca) o.prev = static_cast<State*>(meta.ptrs[T::kSlotPrev][t]);
+  if constexpr (T::kMs) o.ms = static_cast<State*>(meta.ptrs[T::kSlotMs][t]);
   if constexpr (kMaster) o.w32 = static_cast<float*>(meta.ptrs[T::kSlotW32][t]);
-  const RuleScalars<acc_t<W>> p{meta.extra[t].lr, meta.extra[t].wd, s.momentum,
-                                s.rescale_grad,   s.clip,           s.lamda};
+  const RuleScalars<acc_t<W>> p{meta.extra[t].lr, meta.extra[t].wd, s.momentum, s.rescale_grad,
+                                s.clip,           s.lamda,          s.ms_decay, s.ms_gain,
+                                s.eps};
   update_range<W, R, kMom, kMaster>(o, begin, end, threadIdx.x, blockDim.x, p);
 }
 
@@ -242,9 +255,10 @@ __global__ void __launch_bounds__(kThreads)
     const std::int64_t k = lazy ? q : map[q];
     const std::int64_t off = r * row_len + col;
     OperandsOf<W, R, kMom, kMaster> ro{o.w + off, k >= 0 ? o.g + k * row_len + col : nullptr,
-                                       nullptr, nullptr, nullptr};
+                                       nullptr, nullptr, nullptr, nullptr};
     if constexpr (kMom) ro.m = o.m + off;
     if constexpr (Traits<W, R, kMom, kMaster>::kDca) ro.prev = o.prev + off;
+    if constexpr (Traits<W, R, kMom, kMaster>::kMs) ro.ms = o.ms + off;
     if constexpr (kMaster) ro.w32 = o.w32 + off;
     update_elems<W, R, kMom, kMaster, N, (N > 1)>(ro, 0, p);
   }
@@ -305,18 +319,11 @@ unsigned grid_for(std::int64_t units, int sms) {
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(blocks, cap)));
 }
 
-template <class Acc>
-RuleScalars<Acc> rule_scalars(double lr, double wd, const SharedScalars& s) {
-  return RuleScalars<Acc>{static_cast<Acc>(lr),         static_cast<Acc>(wd),
-                          static_cast<Acc>(s.momentum), static_cast<Acc>(s.rescale_grad),
-                          static_cast<Acc>(s.clip),     static_cast<Acc>(s.lamda)};
-}
-
 template <class W, RuleKind R, bool kMom, bool kMaster>
 OperandsOf<W, R, kMom, kMaster> operands(const Segment& seg) {
   using State = typename Traits<W, R, kMom, kMaster>::State;
-  return {static_cast<W*>(seg.w), static_cast<const W*>(seg.g), static_cast<State*>(seg.m),
-          static_cast<State*>(seg.prev), seg.w32};
+  return {static_cast<W*>(seg.w),         static_cast<const W*>(seg.g), static_cast<State*>(seg.m),
+          static_cast<State*>(seg.prev), seg.w32,                      static_cast<State*>(seg.ms)};
 }
 
 template <class W, RuleKind R, bool kMom, bool kMaster>
@@ -329,13 +336,15 @@ void run_dense(const Segment* segs, std::int64_t nseg, const SharedScalars& s, c
     if (seg.n <= 0) return;
     const unsigned grid = grid_for((seg.n + T::kVec - 1) / T::kVec, sms);
     dense_kernel<W, R, kMom, kMaster><<<grid, kThreads, 0, stream>>>(
-        operands<W, R, kMom, kMaster>(seg), seg.n, rule_scalars<Acc>(seg.lr, seg.wd, s));
+        operands<W, R, kMom, kMaster>(seg), seg.n, make_rule_scalars<Acc>(seg.lr, seg.wd, s));
     FUSEDOPT_CUDA_CHECK(cudaGetLastError());
     return;
   }
   using Extra = TensorScalars<Acc>;
-  const SharedRule<Acc> shared{static_cast<Acc>(s.momentum), static_cast<Acc>(s.rescale_grad),
-                               static_cast<Acc>(s.clip), static_cast<Acc>(s.lamda)};
+  const SharedRule<Acc> shared{static_cast<Acc>(s.momentum),      static_cast<Acc>(s.rescale_grad),
+                               static_cast<Acc>(s.clip),          static_cast<Acc>(s.lamda),
+                               static_cast<Acc>(s.ms_decay),      static_cast<Acc>(1.0 - s.ms_decay),
+                               static_cast<Acc>(s.eps)};
   cuda::multi_tensor_apply<T::kDepth, Extra>(
       nseg,
       [&](std::int64_t k, void* (&ptrs)[T::kDepth], std::int64_t& n, Extra& extra) {
@@ -344,6 +353,7 @@ void run_dense(const Segment* segs, std::int64_t nseg, const SharedScalars& s, c
         ptrs[1] = const_cast<void*>(seg.g);
         if constexpr (kMom) ptrs[T::kSlotM] = seg.m;
         if constexpr (T::kDca) ptrs[T::kSlotPrev] = seg.prev;
+        if constexpr (T::kMs) ptrs[T::kSlotMs] = seg.ms;
         if constexpr (kMaster) ptrs[T::kSlotW32] = seg.w32;
         n = seg.n;
         extra = Extra{static_cast<Acc>(seg.lr), static_cast<Acc>(seg.wd)};
@@ -435,7 +445,7 @@ void run_rows(const RowSparseTask& t, const SharedScalars& s, cudaStream_t strea
   Segment whole = t.whole;
   whole.g = t.grad_rows;
   const auto o = operands<W, R, kMom, kMaster>(whole);
-  const auto p = rule_scalars<Acc>(t.whole.lr, t.whole.wd, s);
+  const auto p = make_rule_scalars<Acc>(t.whole.lr, t.whole.wd, s);
   if (t.row_len % T::kVec == 0 && operands_aligned<W, R, kMom, kMaster>(o)) {
     const unsigned grid = grid_for(nrows * (t.row_len / T::kVec), sms);
     rows_kernel<W, R, kMom, kMaster, T::kVec>
@@ -467,7 +477,9 @@ struct RowsLauncher {
   int sms;
   template <class W, RuleKind R, bool kMom, bool kMaster>
   void operator()() const {
-    run_rows<W, R, kMom, kMaster>(t, s, stream, sms);
+    // Row-sparse gradients reach SGD (and MXNet's constant DCASGD in the kernel tests) only.
+    if constexpr (R == RuleKind::kSgd || R == RuleKind::kDcasgd)
+      run_rows<W, R, kMom, kMaster>(t, s, stream, sms);
   }
 };
 

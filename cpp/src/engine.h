@@ -19,13 +19,13 @@ namespace fusedopt::detail {
 enum class RuleKind : std::uint8_t { kSgd, kDcasgd, kDcasgdAdaptive, kBackup, kBackupAdaptive };
 
 /// The rule reads an anchor (previous weight or backup) through Segment::prev.
-constexpr bool rule_has_anchor(RuleKind r) { return r != RuleKind::kSgd; }
+FUSEDOPT_HD constexpr bool rule_has_anchor(RuleKind r) { return r != RuleKind::kSgd; }
 /// The rule writes its anchor (MXNet's previous weight); backups are only read.
-constexpr bool rule_writes_anchor(RuleKind r) {
+FUSEDOPT_HD constexpr bool rule_writes_anchor(RuleKind r) {
   return r == RuleKind::kDcasgd || r == RuleKind::kDcasgdAdaptive;
 }
 /// The rule reads and writes the running mean square Segment::ms (adaptive lambda).
-constexpr bool rule_adaptive(RuleKind r) {
+FUSEDOPT_HD constexpr bool rule_adaptive(RuleKind r) {
   return r == RuleKind::kDcasgdAdaptive || r == RuleKind::kBackupAdaptive;
 }
 

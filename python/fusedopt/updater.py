@@ -26,6 +26,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 
 from . import _arrays, lr_scheduler
+from ._validate import check_finite, check_nonnegative
 from .optimizer import Optimizer
 
 __all__ = ["Updater", "get_updater"]
@@ -314,6 +315,7 @@ def _optimizer_from_manifest(entry: Any) -> Optimizer:
         raise ValueError("set_states: malformed update counts")
     opt = cls.__new__(cls)
     opt.__dict__.update(attrs)
+    _check_optimizer_attrs(cls, opt, attrs)
     opt.param_dict = {}
     opt._all_index_update_counts = counts if counts else {0: {}}
     first = next(iter(opt._all_index_update_counts))
@@ -398,6 +400,51 @@ def _read_updater_states(manifest: dict[str, Any], archive: Any
     opt_entry = manifest.get("optimizer")
     optimizer = _optimizer_from_manifest(opt_entry) if opt_entry is not None else None
     return states, optimizer
+
+
+def _check_optimizer_attrs(cls: type, opt: Optimizer, attrs: dict[str, Any]) -> None:
+    """The attributes loaded into ``opt`` are those a ``cls()`` has (an attribute with a class-level
+    default may be missing: an option newer than the saved state), of the same kinds, and every
+    hyper-parameter passes its property's setter, so a loaded optimizer is one its constructor could
+    have made. ``ValueError`` otherwise."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = {k: v for k, v in vars(cls()).items() if k not in _SPECIAL}
+    except Exception:  # a registered class that needs arguments: setters only
+        ref = None
+    if ref is not None:
+        for k in ref.keys() - attrs.keys():
+            if not hasattr(cls, k):
+                raise ValueError(f"set_states: the saved optimizer has no {k!r}")
+        for k, v in attrs.items():
+            if k not in ref:
+                raise ValueError(f"set_states: unknown optimizer attribute {k!r}")
+            d = ref[k]
+            kind_ok = (isinstance(v, bool) if isinstance(d, bool) else
+                       isinstance(v, dict) if isinstance(d, dict) else
+                       isinstance(v, int) and not isinstance(v, bool)
+                       if k in ("num_update", "begin_num_update") else
+                       v is None or isinstance(v, (int, float)) and not isinstance(v, bool))
+            if not kind_ok:
+                raise ValueError(f"set_states: the saved optimizer's {k!r} is {v!r}")
+    try:
+        for k, v in attrs.items():
+            prop = getattr(cls, k[1:], None) if k.startswith("_") else None
+            if isinstance(prop, property) and prop.fset is not None:
+                prop.fset(opt, v)
+        if attrs.get("lr") is not None:
+            check_nonnegative("learning_rate", attrs["lr"])
+        for k in ("num_update", "begin_num_update"):
+            if k in attrs and attrs[k] < 0:
+                raise ValueError(f"{k} must be >= 0")
+        for k in ("lr_mult", "wd_mult"):
+            for m in attrs.get(k, {}).values():
+                check_finite(k, m)
+        if not all(isinstance(n, str) for n in attrs.get("idx2name", {}).values()):
+            raise ValueError("idx2name values must be names")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"set_states: invalid optimizer state ({exc})") from None
 
 
 def _load(data: bytes) -> tuple[dict[Any, Any], Optimizer | None]:

@@ -32,6 +32,17 @@ std::optional<ArrayRef> optional_ref(py::handle obj, const char* op, const char*
 
 const TensorView* view_or_null(const std::optional<ArrayRef>& r) { return r ? &r->view : nullptr; }
 
+/// The scalars an aggregated DCASGD call shares (lrs / wds are read separately).
+void set_shared(MultiDcasgdParams& p, double momentum, double lamda, double rescale_grad,
+                std::optional<double> clip_gradient, double ms_decay, double eps) {
+  p.momentum = momentum;
+  p.lamda = lamda;
+  p.rescale_grad = rescale_grad;
+  p.clip_gradient = clip_gradient;
+  p.ms_decay = ms_decay;
+  p.eps = eps;
+}
+
 }  // namespace
 
 void bind_dcasgd(py::module_& m) {
@@ -54,12 +65,7 @@ void bind_dcasgd(py::module_& m) {
           MultiDcasgdParams& p = s.params;
           read_doubles(lrs, op, "lrs", p.lrs);
           read_doubles(wds, op, "wds", p.wds);
-          p.momentum = momentum;
-          p.lamda = lamda;
-          p.rescale_grad = rescale_grad;
-          p.clip_gradient = clip_gradient;
-          p.ms_decay = ms_decay;
-          p.eps = eps;
+          set_shared(p, momentum, lamda, rescale_grad, clip_gradient, ms_decay, eps);
           const Stream stream = call_stream(op, s.w, s.g, s.m, s.prev, s.ms, s.w32);
           py::gil_scoped_release release;
           if (master)
@@ -94,12 +100,7 @@ void bind_dcasgd(py::module_& m) {
           MultiDcasgdParams& p = s.params;
           read_doubles(lrs, op, "lrs", p.lrs);
           read_doubles(wds, op, "wds", p.wds);
-          p.momentum = momentum;
-          p.lamda = lamda;
-          p.rescale_grad = rescale_grad;
-          p.clip_gradient = clip_gradient;
-          p.ms_decay = ms_decay;
-          p.eps = eps;
+          set_shared(p, momentum, lamda, rescale_grad, clip_gradient, ms_decay, eps);
           const Stream stream = call_stream(op, s.w, s.g, s.m, s.prev, s.ms, s.w32);
           py::gil_scoped_release release;
           if (master)

@@ -1,9 +1,10 @@
-// reference.h — a double-precision oracle of the update rules, written from SPEC.md §3, §6 and §7 and
+// reference.h — a double-precision oracle of the update rules, written from SPEC.md §3, §6, §7 and §13 and
 // deliberately independent of cpp/src/rules: plain scalar code, no templates, no storage types. The
 // tests compare every kernel against it (test_cpu_kernels.cpp) and check it against the SPEC worked
 // examples first (test_rules.cpp), so a shared misreading of the SPEC would show up there.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -19,6 +20,8 @@ struct Hyper {
   double rescale_grad = 1.0;
   double clip = std::numeric_limits<double>::infinity();
   double lamda = 0.0;
+  double ms_decay = 0.95;  ///< adaptive lambda only (§13)
+  double eps = 1e-7;       ///< adaptive lambda only (§13)
 };
 
 /// SPEC notation: c if x > c, -c if x < -c, else x (a NaN passes through unchanged).
@@ -58,6 +61,36 @@ inline void dcasgd(double& w, double* m, double& prev, double g, const Hyper& h)
   }
   prev = w;
   w += step;
+}
+
+/// §13: d = r + lam_t * r * r * (w - anchor). Adaptive when `ms` is non-null: ms = ms_decay * ms +
+/// (1 - ms_decay) * r * r first, then lam_t = lamda / sqrt(ms + eps); else lam_t = lamda.
+inline double compensated_direction(double w, double r, double anchor, double* ms, const Hyper& h) {
+  double lam = h.lamda;
+  if (ms != nullptr) {
+    *ms = h.ms_decay * *ms + (1.0 - h.ms_decay) * r * r;
+    lam = h.lamda / std::sqrt(*ms + h.eps);
+  }
+  return r + lam * r * r * (w - anchor);
+}
+
+/// DC-ASGD with a per-worker backup (§13): the backup is only read. `m` null: w -= lr * d.
+inline void dcasgd_backup(double& w, double* m, double backup, double* ms, double g, const Hyper& h) {
+  const double d = compensated_direction(w, grad_term(g, w, h), backup, ms, h);
+  if (m != nullptr) {
+    *m = h.momentum * *m - h.lr * d;
+    w += *m;
+  } else {
+    w -= h.lr * d;
+  }
+}
+
+/// MXNet's form with the adaptive lambda (§13 on dcasgd_update): as dcasgd_backup with the previous
+/// weight as anchor, then prev = w before the update.
+inline void dcasgd_adaptive(double& w, double* m, double& prev, double& ms, double g, const Hyper& h) {
+  const double w0 = w;
+  dcasgd_backup(w, m, prev, &ms, g, h);
+  prev = w0;
 }
 
 /// One dense step over whole arrays. `m` / `prev` are empty when unused; `prev` selects DCASGD.

@@ -37,8 +37,13 @@
 
 #include "fusedopt/fusedopt.h"
 #include "reference.h"
+#include "test_support.h"
 
 namespace {
+
+using fusedopt_test::CapabilityGuard;
+using fusedopt_test::mix;
+using fusedopt_test::uniform;
 
 using fusedopt::bfloat16;
 using fusedopt::DType;
@@ -65,19 +70,6 @@ const char* short_name(DType t) {
 
 std::uint16_t cast16(DType t, float f) {
   return t == DType::kFloat16 ? fusedopt::to_half(f).bits : fusedopt::to_bfloat16(f).bits;
-}
-
-// ---- deterministic, cheap pseudo-random numbers (splitmix64) -----------------------------------------
-
-std::uint64_t mix(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-/// Uniform in [-1, 1), a function of (seed, i).
-double uniform(std::uint64_t seed, std::uint64_t i) {
-  return static_cast<double>(mix(seed * 0x100000001B3ull + i) >> 11) * 0x1p-52 - 1.0;
 }
 
 // ---- type-erased host buffers -------------------------------------------------------------------------
@@ -475,20 +467,6 @@ class ThreadsEnvironment : public ::testing::Environment {
     ::testing::AddGlobalTestEnvironment(new ThreadsEnvironment);
 
 // ---- capability fixtures ------------------------------------------------------------------------------
-
-/// Forces one capability for the duration of a test and restores the previous one.
-class CapabilityGuard {
- public:
-  explicit CapabilityGuard(const std::string& cap) : saved_(fusedopt::cpu_capability()) {
-    fusedopt::set_cpu_capability(cap);
-  }
-  ~CapabilityGuard() { fusedopt::set_cpu_capability(saved_); }
-  CapabilityGuard(const CapabilityGuard&) = delete;
-  CapabilityGuard& operator=(const CapabilityGuard&) = delete;
-
- private:
-  std::string saved_;
-};
 
 class CpuKernels : public ::testing::TestWithParam<std::string> {
  protected:

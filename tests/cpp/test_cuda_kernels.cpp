@@ -1,6 +1,7 @@
 // test_cuda_kernels.cpp — the CUDA launchers against the CPU launchers, through the public API (host
-// arrays vs device copies of the same data) and, for contracts the API never exercises (zero-size and
-// zero-gradient segments, aggregated DCASGD), through engine.h directly. Built only with CUDA; every
+// arrays vs device copies of the same data; DC-ASGD's backup form and adaptive lambda included) and,
+// for contracts the API never exercises (zero-size and zero-gradient segments, aggregated DCASGD),
+// through engine.h directly. Built only with CUDA; every
 // test but DeviceQuery skips without a device.
 //
 // Tolerance: the rules are the same functions on both sides, but nvcc contracts a*b+c into FMA where the
@@ -791,6 +792,142 @@ TEST_F(CudaTest, CudaErrorsBecomeFusedoptErrors) {
                        TensorView(static_cast<const void*>(g.get()), DType::kFloat32, {4}, kGpu), sp);
   sync_and_check();
 }
+
+// ---------------------------------------------------------------------------------------------------
+// DC-ASGD as in the paper (backup form, only read) and the adaptive lambda on both forms, single-tensor
+// and aggregated (multi-tensor-apply with the mean square in the chunk table).
+
+struct BackupCase {
+  DType dt;
+  bool master;
+  bool backup;    ///< the backup form (else MXNet's prev form, adaptive)
+  bool adaptive;
+  bool mom;
+  bool multi;     ///< the aggregated operator over the zero-size list (else one tensor)
+};
+
+std::string backup_case_name(const ::testing::TestParamInfo<BackupCase>& info) {
+  const BackupCase& c = info.param;
+  std::ostringstream s;
+  s << (c.backup ? "backup" : "mxnet") << (c.adaptive ? "_adaptive" : "_constant")
+    << (c.mom ? "_mom_" : "_") << short_name(c.dt) << (c.master ? "_mp" : "")
+    << (c.multi ? "_multi" : "_single");
+  return s.str();
+}
+
+std::vector<BackupCase> backup_cases() {
+  std::vector<BackupCase> v;
+  const std::pair<DType, bool> kinds[] = {{DType::kFloat16, true}, {DType::kBFloat16, true},
+                                          {DType::kFloat16, false}, {DType::kFloat32, false},
+                                          {DType::kFloat64, false}};
+  for (auto [dt, master] : kinds)
+    for (bool backup : {true, false})
+      for (bool adaptive : {false, true}) {
+        if (!backup && !adaptive) continue;  // MXNet's constant form is covered above
+        for (bool mom : {false, true})
+          for (bool multi : {false, true}) v.push_back({dt, master, backup, adaptive, mom, multi});
+      }
+  return v;
+}
+
+class CudaBackup : public CudaTest, public ::testing::WithParamInterface<BackupCase> {};
+
+TEST_P(CudaBackup, MatchesCpu) {
+  const BackupCase& c = GetParam();
+  std::mt19937_64 rng(4321);
+  std::vector<std::pair<std::int64_t, std::int64_t>> sizes =
+      c.multi ? list_sizes(List::kZeroSizes, rng)
+              : std::vector<std::pair<std::int64_t, std::int64_t>>{{70001, 1}};
+  std::vector<Problem> probs;
+  std::vector<Operand> ms;
+  probs.reserve(sizes.size());
+  ms.reserve(sizes.size());
+  for (auto [n, off] : sizes) {
+    probs.emplace_back(c.dt, c.master, c.mom, true, n, off, off, rng);  // prev: weight + noise
+    ms.emplace_back("ms", c.master ? DType::kFloat32 : c.dt, n, off);
+    ms.back().fill(rng, 0.0, 0.1);
+  }
+  fusedopt::MultiDcasgdParams mp;
+  for (std::size_t k = 0; k < sizes.size(); ++k) {
+    mp.lrs.push_back(0.01 * static_cast<double>(k % 7 + 1));
+    mp.wds.push_back(0.001 * static_cast<double>(k % 3));
+  }
+  mp.momentum = c.mom ? kMomentum : 0.0;
+  mp.lamda = kLamda;
+  mp.rescale_grad = kRescale;
+  mp.clip_gradient = kClip;
+  mp.ms_decay = 0.9;
+  mp.eps = 1e-6;
+  auto upload = [&] {
+    for (Problem& p : probs) p.upload_all();
+    for (Operand& o : ms) o.upload();
+  };
+  upload();
+
+  auto run = [&](bool on_device) {
+    std::vector<TensorView> w, g, m, anchor, w32, s;
+    for (std::size_t k = 0; k < probs.size(); ++k) {
+      Problem& p = probs[k];
+      w.push_back(p.w.view(on_device));
+      g.push_back(p.g.view(on_device));
+      TensorView a = p.prev->view(on_device);
+      a.read_only = c.backup;  // a backup may be read-only
+      anchor.push_back(a);
+      if (p.m) m.push_back(p.m->view(on_device));
+      if (p.w32) w32.push_back(p.w32->view(on_device));
+      if (c.adaptive) s.push_back(ms[k].view(on_device));
+    }
+    if (c.multi) {
+      if (c.backup && c.master) fusedopt::multi_mp_dcasgd_backup_update(w, g, anchor, w32, m, s, mp);
+      else if (c.backup) fusedopt::multi_dcasgd_backup_update(w, g, anchor, m, s, mp);
+      else if (c.master) fusedopt::multi_mp_dcasgd_update(w, g, m, anchor, w32, s, mp);
+      else fusedopt::multi_dcasgd_update(w, g, m, anchor, s, mp);
+      return;
+    }
+    fusedopt::DcasgdParams d;
+    d.lr = mp.lrs[0];
+    d.wd = mp.wds[0];
+    d.momentum = mp.momentum;
+    d.lamda = mp.lamda;
+    d.rescale_grad = mp.rescale_grad;
+    d.clip_gradient = mp.clip_gradient;
+    d.ms_decay = mp.ms_decay;
+    d.eps = mp.eps;
+    const TensorView* mm = c.mom ? &m[0] : nullptr;
+    const TensorView* ss = c.adaptive ? &s[0] : nullptr;
+    if (c.backup && c.master) fusedopt::mp_dcasgd_backup_update(w[0], g[0], anchor[0], w32[0], mm, ss, d);
+    else if (c.backup) fusedopt::dcasgd_backup_update(w[0], g[0], anchor[0], mm, ss, d);
+    else if (c.master) fusedopt::mp_dcasgd_update(w[0], g[0], mm, anchor[0], w32[0], ss, d);
+    else fusedopt::dcasgd_update(w[0], g[0], mm, anchor[0], ss, d);
+  };
+  for (int step = 0; step < 2; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    std::vector<std::vector<double>> backups_before(probs.size());
+    for (std::size_t k = 0; k < probs.size(); ++k)
+      for (std::int64_t i = 0; i < probs[k].prev->size(); ++i)
+        backups_before[k].push_back(probs[k].prev->get(i));
+    run(false);
+    run(true);
+    sync_and_check();
+    for (std::size_t k = 0; k < probs.size(); ++k) {
+      SCOPED_TRACE("tensor " + std::to_string(k));
+      // prev is among the operands compared (device vs host); a backup is also unchanged on the host.
+      for (Operand* o : probs[k].written()) EXPECT_TRUE(o->matches_device());
+      if (c.adaptive) {
+        EXPECT_TRUE(ms[k].matches_device());
+      }
+      if (c.backup) {
+        for (std::int64_t i = 0; i < probs[k].prev->size(); ++i)
+          ASSERT_EQ(probs[k].prev->get(i), backups_before[k][static_cast<std::size_t>(i)]);
+      }
+    }
+    for (Problem& p : probs) p.new_grad(rng);
+    upload();  // next step from identical state
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(PaperForms, CudaBackup, ::testing::ValuesIn(backup_cases()),
+                         backup_case_name);
 
 // Runs everywhere, with or without a GPU or driver.
 TEST(CudaDevice, DeviceQuery) {

@@ -1,4 +1,5 @@
-"""Independent NumPy float64 reference of SPEC.md (SGD, DCASGD, multi-precision, row-sparse).
+"""Independent NumPy float64 reference of SPEC.md (SGD, DCASGD, multi-precision, row-sparse; section
+13: DCASGD with per-worker backups and the adaptive lambda of DC-ASGD-a).
 
 Written from /work/shared/SPEC.md alone, for the tests. It never imports ``fusedopt``.
 
@@ -58,6 +59,8 @@ __all__ = [
     "SGDResult",
     "DCASGDResult",
     "clip",
+    "dcasgd_adaptive_update",
+    "dcasgd_backup_update",
     "dcasgd_update",
     "densify",
     "is_low_precision",
@@ -69,6 +72,7 @@ __all__ = [
     "resolve_dtype",
     "round_to",
     "run_dcasgd",
+    "run_dcasgd_backup",
     "run_sgd",
     "sgd_mom_update",
     "sgd_row_sparse_update",
@@ -198,6 +202,74 @@ def dcasgd_update(weight: Any, grad: Any, mom: Any | None, prev: Any, *, lr: flo
         new_prev = w.copy()
         new_w = w + step
     return new_w, m, new_prev
+
+
+def _check_adaptive(lamda: float, ms_decay: float, eps: float) -> None:
+    if math.isnan(lamda) or lamda < 0:
+        raise ValueError(f"reference: lamda must be >= 0, got {lamda}")
+    if not 0 <= ms_decay < 1:
+        raise ValueError(f"reference: ms_decay must be in [0, 1), got {ms_decay}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"reference: eps must be finite and > 0, got {eps}")
+
+
+def _compensated(w: np.ndarray, r: np.ndarray, anchor: Any, mean_square: Any | None, *,
+                 lamda: float, ms_decay: float, eps: float
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """SPEC section 13: ``(d, ms or None)`` with ``d = r + lam_t * r * r * (w - anchor)``.
+
+    adaptive (mean_square given): ``ms = ms_decay * ms + (1 - ms_decay) * r * r`` first, then
+    ``lam_t = lamda / sqrt(ms + eps)``; constant: ``lam_t = lamda``.
+    """
+    with np.errstate(all="ignore"):
+        if mean_square is None:
+            lam: Any = float(lamda)
+            ms = None
+        else:
+            ms = float(ms_decay) * _f64(mean_square) + (1.0 - float(ms_decay)) * r * r
+            lam = float(lamda) / np.sqrt(ms + float(eps))
+        return r + lam * r * r * (w - _f64(anchor)), ms
+
+
+def dcasgd_backup_update(weight: Any, grad: Any, backup: Any, mom: Any | None = None,
+                         mean_square: Any | None = None, *, lr: float, lamda: float,
+                         momentum: float = 0.0, wd: float = 0.0, rescale_grad: float = 1.0,
+                         clip_gradient: float | None = None, ms_decay: float = 0.95,
+                         eps: float = 1e-7,
+                         ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """DC-ASGD with the pushing worker's backup (SPEC section 13). Returns ``(w, m or None,
+    ms or None)`` as new float64 arrays; ``backup`` is only read.
+
+    ``m = mu*m - lr*d; w = w + m`` with ``mom``, else ``w = w - lr*d``.
+    """
+    _check_hyper(lr, wd, rescale_grad, clip_gradient, momentum)
+    _check_adaptive(lamda, ms_decay, eps)
+    if mom is None and momentum != 0:
+        raise ValueError("reference: momentum != 0 needs a momentum buffer")
+    w = _f64(weight)
+    r = preprocess_grad(w, grad, wd=wd, rescale_grad=rescale_grad, clip_gradient=clip_gradient)
+    d, ms = _compensated(w, r, backup, mean_square, lamda=lamda, ms_decay=ms_decay, eps=eps)
+    with np.errstate(all="ignore"):
+        if mom is not None:
+            m = float(momentum) * _f64(mom) - float(lr) * d
+            return w + m, m, ms
+        return w - float(lr) * d, None, ms
+
+
+def dcasgd_adaptive_update(weight: Any, grad: Any, mom: Any | None, prev: Any, mean_square: Any, *,
+                           lr: float, momentum: float = 0.0, lamda: float = 0.04, wd: float = 0.0,
+                           rescale_grad: float = 1.0, clip_gradient: float | None = None,
+                           ms_decay: float = 0.95, eps: float = 1e-7,
+                           ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """MXNet's DCASGD form with the adaptive lambda (SPEC section 13 on ``dcasgd_update``):
+    returns ``(w, m or None, prev, ms)`` float64; ``prev`` becomes the weight before the update."""
+    _check_adaptive(lamda, ms_decay, eps)
+    w = _f64(weight)
+    w_new, m, ms = dcasgd_backup_update(w, grad, prev, mom, mean_square, lr=lr, lamda=lamda,
+                                        momentum=momentum, wd=wd, rescale_grad=rescale_grad,
+                                        clip_gradient=clip_gradient, ms_decay=ms_decay, eps=eps)
+    assert ms is not None
+    return w_new, m, w, ms
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,12 +430,14 @@ class SGDResult:
 
 @dataclass
 class DCASGDResult:
-    """Stored values after ``run_dcasgd``; ``prev`` has the weight dtype, or float32 with mp."""
+    """Stored values after ``run_dcasgd``; ``prev`` has the weight dtype, or float32 with mp;
+    ``mean_square`` (adaptive only) likewise. ``run_dcasgd_backup`` leaves ``prev`` None."""
 
     weight: np.ndarray
     mom: np.ndarray | None
-    prev: np.ndarray
+    prev: np.ndarray | None
     weight32: np.ndarray | None
+    mean_square: np.ndarray | None = None
 
 
 def _per_step(value: float | Sequence[float], n: int, name: str) -> list[float]:
@@ -373,6 +447,37 @@ def _per_step(value: float | Sequence[float], n: int, name: str) -> list[float]:
     if len(values) != n:
         raise ValueError(f"reference: {name} has {len(values)} entries for {n} steps")
     return values
+
+
+def _initial(weight: Any, n: int, lr: Any, wd: Any, multi_precision: bool, weight32: Any,
+             mom: Any, momentum: float) -> tuple:
+    """The starting point of a simulator: ``(lrs, wds, weight dtype, mp, state dtype, w, w32 or
+    None, m or None)``; ``mom`` None means zeros when ``momentum != 0``, else no momentum state."""
+    lrs = _per_step(lr, n, "lr")
+    wds = _per_step(wd, n, "wd")
+    w_dt = np.asarray(weight).dtype
+    mp = bool(multi_precision) and w_dt.name in LOW_PRECISION_NAMES
+    state_dt = F32 if mp else w_dt
+    w = np.array(weight, copy=True)
+    w32 = None
+    if mp:
+        w32 = round_to(weight32 if weight32 is not None else w.astype(np.float32), F32)
+    if mom is not None:
+        m = round_to(mom, state_dt)
+    elif momentum != 0:
+        m = np.zeros(w.shape, dtype=state_dt)
+    else:
+        m = None
+    return lrs, wds, w_dt, mp, state_dt, w, w32, m
+
+
+def _initial_mean_square(adaptive: bool, mean_square: Any, shape: tuple, state_dt: Any) -> Any:
+    """The adaptive rules' starting mean square (zeros unless given, as ``create_state``)."""
+    if not adaptive:
+        return None
+    if mean_square is not None:
+        return round_to(mean_square, state_dt)
+    return np.zeros(shape, dtype=state_dt)
 
 
 def run_sgd(weight: Any, grads: Iterable[Any], *, lr: float | Sequence[float],
@@ -391,23 +496,8 @@ def run_sgd(weight: Any, grads: Iterable[Any], *, lr: float | Sequence[float],
       ``weight32`` defaults to ``float32(weight)``.
     """
     grads = list(grads)
-    n = len(grads)
-    lrs = _per_step(lr, n, "lr")
-    wds = _per_step(wd, n, "wd")
-    w_dt = np.asarray(weight).dtype
-    mp = bool(multi_precision) and w_dt.name in LOW_PRECISION_NAMES
-    state_dt = F32 if mp else w_dt
-
-    w = np.array(weight, copy=True)
-    w32 = None
-    if mp:
-        w32 = round_to(weight32 if weight32 is not None else w.astype(np.float32), F32)
-    if mom is not None:
-        m = round_to(mom, state_dt)
-    elif momentum != 0:
-        m = np.zeros(w.shape, dtype=state_dt)
-    else:
-        m = None
+    lrs, wds, w_dt, mp, state_dt, w, w32, m = _initial(weight, len(grads), lr, wd, multi_precision,
+                                                       weight32, mom, momentum)
 
     for g, lr_k, wd_k in zip(grads, lrs, wds):
         base = w32 if mp else w
@@ -432,37 +522,31 @@ def run_dcasgd(weight: Any, grads: Iterable[Any], *, lr: float | Sequence[float]
                momentum: float = 0.0, lamda: float = 0.04, wd: float | Sequence[float] = 0.0,
                rescale_grad: float = 1.0, clip_gradient: float | None = None,
                multi_precision: bool = False, mom: Any | None = None, prev: Any | None = None,
-               weight32: Any | None = None) -> DCASGDResult:
+               weight32: Any | None = None, adaptive: bool = False,
+               mean_square: Any | None = None, ms_decay: float = 0.95,
+               eps: float = 1e-7) -> DCASGDResult:
     """Simulate DCASGD steps with storage rounding (see ``run_sgd`` for the conventions).
 
     ``prev`` defaults to a copy of the weight (float32 copy of the master with mp), as
-    ``create_state`` makes it; ``mom`` defaults to zeros if ``momentum != 0`` else None.
+    ``create_state`` makes it; ``mom`` defaults to zeros if ``momentum != 0`` else None. With
+    ``adaptive`` the mean square starts at ``mean_square`` (default zeros, as ``create_state``).
     """
     grads = list(grads)
-    n = len(grads)
-    lrs = _per_step(lr, n, "lr")
-    wds = _per_step(wd, n, "wd")
-    w_dt = np.asarray(weight).dtype
-    mp = bool(multi_precision) and w_dt.name in LOW_PRECISION_NAMES
-    state_dt = F32 if mp else w_dt
-
-    w = np.array(weight, copy=True)
-    w32 = None
-    if mp:
-        w32 = round_to(weight32 if weight32 is not None else w.astype(np.float32), F32)
+    lrs, wds, w_dt, mp, state_dt, w, w32, m = _initial(weight, len(grads), lr, wd, multi_precision,
+                                                       weight32, mom, momentum)
     p = round_to(prev, state_dt) if prev is not None else np.array(w32 if mp else w, copy=True)
-    if mom is not None:
-        m = round_to(mom, state_dt)
-    elif momentum != 0:
-        m = np.zeros(w.shape, dtype=state_dt)
-    else:
-        m = None
+    ms = _initial_mean_square(adaptive, mean_square, w.shape, state_dt)
 
     for g, lr_k, wd_k in zip(grads, lrs, wds):
         base = w32 if mp else w
-        w64, m64, p64 = dcasgd_update(base, g, m, p, lr=lr_k, momentum=momentum, lamda=lamda,
-                                      wd=wd_k, rescale_grad=rescale_grad,
-                                      clip_gradient=clip_gradient)
+        kw = dict(lr=lr_k, momentum=momentum, lamda=lamda, wd=wd_k, rescale_grad=rescale_grad,
+                  clip_gradient=clip_gradient)
+        if adaptive:
+            w64, m64, p64, ms64 = dcasgd_adaptive_update(base, g, m, p, ms, ms_decay=ms_decay,
+                                                         eps=eps, **kw)
+            ms = round_to(ms64, state_dt)
+        else:
+            w64, m64, p64 = dcasgd_update(base, g, m, p, **kw)
         if mp:
             w32 = round_to(w64, F32)
             w = round_to(w32, w_dt)
@@ -470,4 +554,36 @@ def run_dcasgd(weight: Any, grads: Iterable[Any], *, lr: float | Sequence[float]
             w = round_to(w64, w_dt)
         m = None if m64 is None else round_to(m64, state_dt)
         p = round_to(p64, state_dt)
-    return DCASGDResult(weight=w, mom=m, prev=p, weight32=w32)
+    return DCASGDResult(weight=w, mom=m, prev=p, weight32=w32, mean_square=ms)
+
+
+def run_dcasgd_backup(weight: Any, grads: Iterable[Any], backups: Iterable[Any], *,
+                      lr: float | Sequence[float], lamda: float, momentum: float = 0.0,
+                      wd: float | Sequence[float] = 0.0, rescale_grad: float = 1.0,
+                      clip_gradient: float | None = None, multi_precision: bool = False,
+                      mom: Any | None = None, weight32: Any | None = None,
+                      adaptive: bool = False, mean_square: Any | None = None,
+                      ms_decay: float = 0.95, eps: float = 1e-7) -> DCASGDResult:
+    """Simulate ``dcasgd_backup_update`` steps with storage rounding; step ``k`` uses ``grads[k]``
+    and ``backups[k]`` (stored values: the weight's dtype, float32 with multi_precision). ``mom``
+    defaults to zeros when ``momentum != 0``; the mean square (adaptive) to zeros."""
+    grads, backups = list(grads), list(backups)
+    if len(grads) != len(backups):
+        raise ValueError("reference: one backup per step")
+    lrs, wds, w_dt, mp, state_dt, w, w32, m = _initial(weight, len(grads), lr, wd, multi_precision,
+                                                       weight32, mom, momentum)
+    ms = _initial_mean_square(adaptive, mean_square, w.shape, state_dt)
+    for g, b, lr_k, wd_k in zip(grads, backups, lrs, wds):
+        base = w32 if mp else w
+        w64, m64, ms64 = dcasgd_backup_update(
+            base, g, round_to(b, state_dt), m, ms, lr=lr_k, lamda=lamda, momentum=momentum,
+            wd=wd_k, rescale_grad=rescale_grad, clip_gradient=clip_gradient, ms_decay=ms_decay,
+            eps=eps)
+        if mp:
+            w32 = round_to(w64, F32)
+            w = round_to(w32, w_dt)
+        else:
+            w = round_to(w64, w_dt)
+        m = None if m64 is None else round_to(m64, state_dt)
+        ms = None if ms64 is None else round_to(ms64, state_dt)
+    return DCASGDResult(weight=w, mom=m, prev=None, weight32=w32, mean_square=ms)

@@ -92,6 +92,32 @@ def test_dcasgd_python_and_cpp_agree(dtype, momentum, sched):
             np.testing.assert_array_equal(mom, cpp_opt.state(i, "mom"))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_adaptive_dcasgd_python_and_cpp_agree(dtype, momentum):
+    rng = np.random.default_rng(13)
+    kw = dict(momentum=momentum, lamda=2.0, wd=0.02, clip_gradient=2.0, adaptive=True,
+              ms_decay=0.9, eps=1e-6)
+    py_opt = fusedopt.DCASGD(learning_rate=0.05, **kw)
+    cpp_opt = _core.cpp_DCASGD(learning_rate=0.05, **kw)
+    updater, _ = _run(py_opt, cpp_opt, dtype, 7, rng, True, False)
+    for i, (mom, prev, ms) in updater.states.items():
+        np.testing.assert_array_equal(prev, cpp_opt.state(i, "prev"))
+        np.testing.assert_array_equal(ms, cpp_opt.state(i, "mean_square"))
+        assert np.all(ms > 0)
+        if mom is not None:
+            np.testing.assert_array_equal(mom, cpp_opt.state(i, "mom"))
+
+
+def test_adaptive_dcasgd_constructor_errors_agree():
+    for kw, match in (({"ms_decay": 1.0}, "ms_decay"), ({"ms_decay": -0.5}, "ms_decay"),
+                      ({"eps": 0.0}, "eps"), ({"eps": float("inf")}, "eps")):
+        with pytest.raises(ValueError, match=match):
+            fusedopt.DCASGD(adaptive=True, **kw)
+        with pytest.raises(ValueError, match=match):
+            _core.cpp_DCASGD(adaptive=True, **kw)
+
+
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_multi_precision_float16_agrees(momentum):
     rng = np.random.default_rng(3)

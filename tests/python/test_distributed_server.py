@@ -398,6 +398,21 @@ def _set(d, path, value):
     d[path[-1]] = value
 
 
+def _attrs(manifest):
+    """The optimizer's attributes in a manifest, as a dict of tagged JSON values (written back)."""
+    pairs = manifest["optimizer"]["attrs"]["d"]
+    view = {p[0]["v"]: p[1] for p in pairs}
+
+    class Live(dict):
+        def pop(self, k):
+            pairs[:] = [p for p in pairs if p[0]["v"] != k]
+
+        def __setitem__(self, k, v):
+            pairs[:] = [p for p in pairs if p[0]["v"] != k] + [[{"v": k}, v]]
+
+    return Live(view)
+
+
 def test_set_states_refuses_mismatched_or_hostile_archives(rng):
     params = make_params(rng, "float32")
     opt_kw = {"lamda": 0.5, "momentum": 0.9}
@@ -443,6 +458,13 @@ def test_set_states_refuses_mismatched_or_hostile_archives(rng):
         (_rewrite(good, lambda m, a: _set(m, ("trees", "backups"), {"none": 0})), "malformed"),
         (_rewrite(good, lambda m, a: _set(m, ("optimizer", "class"), "sgd")), "optimizer"),
         (_rewrite(good, lambda m, a: _set(m, ("pad",), "x" * 10**6)), "manifest is larger"),
+        (_rewrite(good, lambda m, a: _attrs(m).pop("_momentum")), "has no '_momentum'"),
+        (_rewrite(good, lambda m, a: _attrs(m).__setitem__("_lamda", {"f": -1.0})), "lamda"),
+        (_rewrite(good, lambda m, a: _attrs(m).__setitem__("use_fused_step", {"i": 1})),
+         "use_fused_step"),
+        (_rewrite(good, lambda m, a: _attrs(m).__setitem__("lr_mult", {"d": [[{"i": 0}, {"v": "x"}]]})),
+         "lr_mult"),
+        (_rewrite(good, lambda m, a: _attrs(m).__setitem__("extra", {"i": 0})), "unknown"),
     ]
     for data, match in cases:
         with pytest.raises(ValueError, match=match):
