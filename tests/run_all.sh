@@ -2,7 +2,8 @@
 # Runs every fusedopt test on this machine: installs the package (pip, scikit-build-core), builds and
 # runs the C++ tests (ctest), runs the Python suite against the installed package once per CPU
 # capability this CPU supports and once more per array library (torch views and CPU copies; torch
-# CUDA and CuPy copies when a GPU is present), and, with FUSEDOPT_TEST_BENCH=ON (as .ci/run sets),
+# CUDA and CuPy copies when a GPU is present), runs the Ray tests once as their own stage (skipped
+# with a message when Ray is not installed), and, with FUSEDOPT_TEST_BENCH=ON (as .ci/run sets),
 # builds and smoke-runs the benchmark binaries; it says so when it skips any of these.
 # Needs: CMake, a C++17 compiler, GoogleTest (libgtest-dev); Google Benchmark (libbenchmark-dev) for
 # the benchmark smoke run. Uses Ninja when it is on PATH, else CMake's default generator.
@@ -40,7 +41,7 @@ for cap in $caps; do
   echo "-- FUSEDOPT_CPU_CAPABILITY=$cap"
   # Run from outside the source tree so the installed package is what gets imported.
   (cd "$root/tests/python" && FUSEDOPT_TEST_REQUIRE=1 FUSEDOPT_CPU_CAPABILITY="$cap" \
-     "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" .)
+     "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" -m "not ray" .)
 done
 
 # The suite once more per array library: every kernel call receives that library's arrays instead
@@ -48,7 +49,7 @@ done
 library_pass() {
   echo "-- FUSEDOPT_TEST_ARRAY_LIBRARY=$1 ($2)"
   (cd "$root/tests/python" && FUSEDOPT_TEST_REQUIRE=1 FUSEDOPT_TEST_ARRAY_LIBRARY="$1" \
-     "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" . \
+     "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" -m "not ray" . \
      --deselect test_huge.py)
 }
 if (cd /tmp && "$py" -c "import torch" 2>/dev/null); then
@@ -68,6 +69,17 @@ sys.exit(0 if cupy.cuda.is_available() and fusedopt.cuda.is_available() else 1)'
   library_pass cupy "every kernel call on CuPy copies"
 else
   echo "-- FUSEDOPT_TEST_ARRAY_LIBRARY=cupy skipped: CuPy is not installed or it and fusedopt see no CUDA device"
+fi
+
+# Ray stage: RayParameterServer, workers, fault tolerance, a two-node cluster. Nothing global is
+# started here: each test module starts and stops its own Ray (bounded in time).
+echo "== Ray tests (pytest -m ray: each module starts and stops its own local Ray) =="
+# From /, not /tmp: Ray's session directory /tmp/ray would import as an empty 'ray' package.
+if (cd / && "$py" -c "import ray.util" 2>/dev/null); then
+  (cd "$root/tests/python" && FUSEDOPT_TEST_REQUIRE=1 \
+     "$py" -m pytest -q -p no:cacheprovider -c "$root/pyproject.toml" --rootdir "$root" -m ray .)
+else
+  echo "-- skipped: Ray is not installed (pip install \"$root[distributed]\")"
 fi
 
 if (cd /tmp && "$py" -c "import atheris" 2>/dev/null); then

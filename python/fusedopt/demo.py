@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nupdate throughput on one tensor of {n // 1_000_000}M float32 (memory-bound: compare "
           "GB/s with the copy and torch rows)")
     bandwidth(n, 5 if args.quick else 15)
+    from .distributed import demo as distributed_demo   # asynchronous workers (Ray when installed)
+
+    distributed_demo.main_section(quick=args.quick)
 
 
 if __name__ == "__main__":

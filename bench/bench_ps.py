@@ -1,0 +1,265 @@
+"""Throughput of RayParameterServer against a plain NumPy + Ray parameter server, on one local Ray.
+
+    python bench/bench_ps.py                      # both models, the whole grid (a few minutes)
+    python bench/bench_ps.py --quick --json out.json
+
+Models: "1M" (4 float32 tensors, 1,025,000 elements) and "resnet50" (the 161 ResNet-50 tensors of
+bench/param_shapes.json, 25.6M elements). Optimizer: SGD with momentum 0.9 (MXNet's rule), i.e. ASGD.
+Workers send fixed random gradients (no model compute), so the figures are the server's and Ray's.
+
+* fusedopt: ``RayParameterServer`` with 1, 2, 4 shards; M worker tasks each loop
+  ``pull(k)`` then ``push(k, grads)`` for a fixed time.
+* plain: the asynchronous parameter server of Ray's documentation ("Parameter Server" example of
+  Ray Core) with NumPy in place of torch: one actor whose ``apply_gradients(*gradients)`` sums the
+  gradients with ``np.stack(...).sum(axis=0)``, applies SGD with momentum in NumPy and returns the
+  weights; worker actors' ``compute_gradients(weights)`` return their gradients; the driver loop
+  ``ray.wait``s for a gradient, applies it and hands the new weights' reference to that worker.
+
+Both count updates per second (each update = one gradient in, one set of weights out). Printed:
+pushes/s and pulls/s, the staleness distribution, and for one worker the time split of a step
+(kernel / server copies / the rest: Ray's serialisation, transport and scheduling), plus the
+shard's update time against the same update run directly in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+# Ray runs each 0-CPU actor and task with OMP_NUM_THREADS=1 (so do the shards): the in-process
+# reference update below uses the same single thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+
+import fusedopt  # noqa: E402
+from fusedopt.distributed import ParameterServer, RayParameterServer, init_local_ray  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LR, MOMENTUM = 1e-4, 0.9
+
+
+def model_shapes(name: str) -> list[tuple[int, ...]]:
+    if name == "1M":
+        return [(512, 1024), (1024,), (512, 976), (1000,)]
+    with open(os.path.join(HERE, "param_shapes.json")) as f:
+        return [tuple(s) for s in json.load(f)[name]]
+
+
+def make(shapes, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s, dtype=np.float32) for s in shapes]
+
+
+# ----------------------------------------------------------------------------------- fusedopt
+@ray.remote(num_cpus=0, max_retries=0)
+def fused_worker(server, worker, shapes, seconds, warmup, combined):
+    """The asynchronous worker's loop of fusedopt.distributed.workers.worker_loop without the model:
+    pull once, then per step push the gradients and pull the next weights (``combined``: in one
+    call, ``push_and_pull``, as worker_loop does; else two calls)."""
+    grads = make(shapes, 100 + worker)
+    server.pull(worker)
+
+    def step():
+        if combined:
+            w, _ = server.push_and_pull(worker, grads)
+        else:
+            server.push(worker, grads)
+            w, _ = server.pull(worker)
+        del w
+
+    end_warm = time.perf_counter() + warmup
+    while time.perf_counter() < end_warm:
+        step()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        n += 1
+    return {"steps": n, "seconds": time.perf_counter() - start}
+
+
+def run_fused(shapes, shards, workers, seconds, warmup, combined=True):
+    server = RayParameterServer(make(shapes, 0), fusedopt.SGD(learning_rate=LR, momentum=MOMENTUM),
+                                workers, num_shards=shards, max_restarts=0)
+    try:
+        res = ray.get([fused_worker.remote(server, k, shapes, seconds, warmup, combined)
+                       for k in range(workers)])
+        st = server.stats()
+        steps = sum(r["steps"] for r in res)
+        wall = max(r["seconds"] for r in res)
+        sh = st["shards"]
+        updates = st["updates"]
+        pulls = sum(st["pulls"])
+        return {
+            "pushes_per_s": steps / wall, "pulls_per_s": steps / wall,
+            # one worker's step: push + pull, as the worker sees it
+            "step_ms": 1e3 * wall * workers / steps,
+            # server side, summed over shards, per update / per pull (warm-up included in both
+            # numerator and denominator): the kernel call, the rest of ParameterServer.push, and
+            # ParameterServer.pull (the weights' copies)
+            "kernel_ms": 1e3 * sum(s["server"]["kernel_seconds"] for s in sh) / updates,
+            "push_other_ms": 1e3 * sum(s["push_seconds"] - s["server"]["kernel_seconds"] for s in sh) / updates,
+            "pull_copy_ms": 1e3 * sum(s["pull_seconds"] for s in sh) / pulls,
+            "staleness_mean": st["staleness_mean"], "staleness_max": st["staleness_max"],
+            "staleness_hist": st["staleness_hist"],
+        }
+    finally:
+        server.shutdown()
+
+
+# -------------------------------------------------------------------------------- plain example
+@ray.remote(num_cpus=0)
+class PlainParameterServer:
+    def __init__(self, params):
+        self.weights = [p.copy() for p in params]
+        self.moms = [np.zeros_like(p) for p in params]
+
+    def apply_gradients(self, *gradients):
+        summed = [np.stack(g).sum(axis=0) for g in zip(*gradients)]
+        for w, m, g in zip(self.weights, self.moms, summed):
+            m *= MOMENTUM
+            m -= LR * g
+            w += m
+        return self.weights
+
+    def get_weights(self):
+        return self.weights
+
+
+@ray.remote(num_cpus=0)
+class PlainWorker:
+    def __init__(self, shapes, worker):
+        self.grads = make(shapes, 100 + worker)
+
+    def compute_gradients(self, weights):
+        return self.grads
+
+
+def run_plain(shapes, workers, seconds, warmup):
+    ps = PlainParameterServer.remote(make(shapes, 0))
+    ws = [PlainWorker.remote(shapes, k) for k in range(workers)]
+    try:
+        current = ps.get_weights.remote()
+        pending = {w.compute_gradients.remote(current): w for w in ws}
+        n, start, measuring = 0, time.perf_counter() + warmup, False
+        while True:
+            ready, _ = ray.wait(list(pending))
+            worker = pending.pop(ready[0])
+            current = ps.apply_gradients.remote(*ready)
+            pending[worker.compute_gradients.remote(current)] = worker
+            now = time.perf_counter()
+            if not measuring and now >= start:
+                measuring, n, t0 = True, 0, now
+            elif measuring:
+                n += 1
+                if now - t0 >= seconds:
+                    break
+        ray.get(current)
+        wall = time.perf_counter() - t0
+        return {"pushes_per_s": n / wall, "pulls_per_s": n / wall}
+    finally:
+        for a in [ps, *ws]:
+            ray.kill(a)
+
+
+# ------------------------------------------------------------------------- in-process reference
+def direct_update_ms(shapes, reps=7):
+    """The same SGD-momentum update on the same list, in this process, through a local
+    ParameterServer with read-only gradients (what a shard runs): median ms of a push, and the
+    median of its kernel time (the first push, which creates the momentum states, excluded)."""
+    w, g = make(shapes, 0), make(shapes, 1)
+    server = ParameterServer(w, fusedopt.SGD(learning_rate=LR, momentum=MOMENTUM), 1)
+    server.pull(0)
+    for a in g:
+        a.flags.writeable = False
+    server.push(0, g)               # creates the momentum states
+    times, kernels = [], []
+    for _ in range(reps):
+        k0 = server.stats()["kernel_seconds"]
+        t0 = time.perf_counter()
+        server.push(0, g)
+        times.append(time.perf_counter() - t0)
+        kernels.append(server.stats()["kernel_seconds"] - k0)
+    return 1e3 * float(np.median(times)), 1e3 * float(np.median(kernels))
+
+
+def machine():
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False).stdout.strip()
+    except OSError:
+        commit = "?"
+    return {"cpu": cpu, "cores": os.cpu_count(), "capability": fusedopt.cpu_capability(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
+            "ray": ray.__version__, "python": sys.version.split()[0]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="shorter runs, fewer configurations")
+    ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    seconds = args.seconds or (1.0 if args.quick else 2.5)
+    warmup = 0.3 if args.quick else 0.7
+    grid = {"1M": ([1, 2, 4], [1, 2, 4, 8]), "resnet50": ([1, 2, 4], [1, 2, 4])}
+    if args.quick:
+        grid = {"1M": ([1, 2], [1, 4]), "resnet50": ([1], [1, 2])}
+    init_local_ray(2, object_store_memory=2 * 2**30, log_to_driver=False)
+    info = machine()
+    print(json.dumps(info))
+    rows = []
+    try:
+        for model, (shard_list, worker_list) in grid.items():
+            shapes = model_shapes(model)
+            n = sum(int(np.prod(s)) for s in shapes)
+            step_ms, kernel_ms = direct_update_ms(shapes)
+            print(f"\n== {model}: {len(shapes)} tensors, {n:,} float32 elements; in this process one "
+                  f"ParameterServer.push {step_ms:.2f} ms (kernel {kernel_ms:.2f} ms)")
+            print(f"{'server':>9} {'shards':>6} {'workers':>7} {'push/s':>8} {'pull/s':>8} "
+                  f"{'step ms':>8} {'kernel':>7} {'ps other':>8} {'copies':>7} "
+                  f"{'stale mean':>10} {'max':>4}")
+            for workers in worker_list:
+                # interleaved: the plain server, then every shard count, for this worker count
+                plain = run_plain(shapes, workers, seconds, warmup)
+                rows.append({"model": model, "server": "plain", "shards": 1, "workers": workers, **plain})
+                print(f"{'plain':>9} {1:>6} {workers:>7} {plain['pushes_per_s']:>8.1f} "
+                      f"{plain['pulls_per_s']:>8.1f}")
+                variants = [(shards, True) for shards in shard_list]
+                if workers == 1:
+                    variants.insert(1, (1, False))      # push and pull as two calls, for the split
+                for shards, combined in variants:
+                    r = run_fused(shapes, shards, workers, seconds, warmup, combined)
+                    r.update(model=model, server="fusedopt" if combined else "fusedopt-2calls",
+                             shards=shards, workers=workers, direct_push_ms=step_ms,
+                             direct_kernel_ms=kernel_ms, vs_plain=r["pushes_per_s"] / plain["pushes_per_s"])
+                    rows.append(r)
+                    print(f"{r['server']:>9} {shards:>6} {workers:>7} {r['pushes_per_s']:>8.1f} "
+                          f"{r['pulls_per_s']:>8.1f} {r['step_ms']:>8.2f} "
+                          f"{r['kernel_ms']:>7.2f} {r['push_other_ms']:>8.2f} {r['pull_copy_ms']:>7.2f} "
+                          f"{r['staleness_mean']:>10.2f} {r['staleness_max']:>4}  "
+                          f"({r['vs_plain']:.2f}x plain)")
+    finally:
+        ray.shutdown()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "rows": rows}, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
