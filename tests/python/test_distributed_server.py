@@ -335,6 +335,25 @@ def test_seq_makes_retries_idempotent(rng):
     assert server.push(0, g) == 4  # without seq: always applied
 
 
+def test_seq_is_bounded_so_it_saves_exactly(rng):
+    """Counters are saved as float64: a seq of 2**53 or more is refused (nothing changed), the largest
+    accepted one survives get_states / set_states exactly and is still recognised as a retry."""
+    params = make_params(rng, "float32")
+    server = ParameterServer(params, fusedopt.SGD(learning_rate=0.1), 1)
+    server.pull(0)
+    g = make_grads(rng, params)
+    before = [p.copy() for p in params]
+    with pytest.raises(ValueError, match="seq"):
+        server.push(0, g, seq=2 ** 53)
+    for p, b in zip(params, before):
+        assert_bitwise_equal(p, b)
+    assert server.push(0, g, seq=2 ** 53 - 1) == 1
+    other = ParameterServer(make_params(rng, "float32"), fusedopt.SGD(learning_rate=0.1), 1)
+    other.set_states(server.get_states())
+    assert other.push(0, g, seq=2 ** 53 - 1) == 1  # a retry, not applied again
+    assert other.version == 1
+
+
 # ----------------------------------------------------------------------------------- saving
 @pytest.mark.parametrize("name", ["asgd-mom-wd-clip", "ssgd", "dc-worker-adaptive-mom",
                                   "dc-worker-mom-clip", "dc-previous-adaptive"])

@@ -265,7 +265,7 @@ def test_bad_pushes_are_refused_whole_and_change_no_shard(rng):
             (ValueError, r"grads\[0\] is not C-contiguous", dict(grads=[np.asfortranarray(good[0])] + good[1:])),
             (TypeError, r"grads\[1\] must be a NumPy array", dict(grads=[good[0], list(good[1])] + good[2:])),
             (TypeError, "grads must be a list", dict(grads=good[0])),
-            (ValueError, "seq must be >= 0", dict(seq=-3)),
+            (ValueError, r"seq must be in \[0, ", dict(seq=-3)),
             (TypeError, "seq must be an int", dict(seq=2.0)),
         ]
         for exc, match, kw in bad_cases:
@@ -323,9 +323,16 @@ def test_corrupted_states_and_checkpoints_are_typed_errors_and_change_nothing(rn
         from fusedopt.updater import load_archive, save_archive
 
         manifest, parts = load_archive(blob, "fusedopt.ray_parameter_server", 1, lambda m, a: (
-            m, {f: a[f] for f in a.files if f != "manifest"}))
+            m, {f"shard{k}": a.array(f"shard{k}", "uint8", [n], "test")
+                for k, n in enumerate(m["sizes"])}))
         parts["shard1"] = parts["shard1"][: len(parts["shard1"]) // 2]
-        with pytest.raises(ValueError, match="set_states"):
+        with pytest.raises(ValueError, match="set_states"):    # the declared size no longer fits
+            server.set_states(save_archive(manifest, parts))
+        manifest["sizes"][1] = len(parts["shard1"])
+        with pytest.raises(ValueError, match="set_states"):    # the shard's own loader refuses it
+            server.set_states(save_archive(manifest, parts))
+        manifest["sizes"][1] = 1 << 50
+        with pytest.raises(ValueError, match="oversized"):     # never read past a sane bound
             server.set_states(save_archive(manifest, parts))
         _same(before, _state(server))
         server.set_states(blob)                         # the good one loads, on every shard

@@ -37,7 +37,7 @@ import ray
 
 from ..optimizer import Optimizer
 from ..updater import load_archive, save_archive
-from .server import ParameterServer, _check_int
+from .server import MAX_SEQ, ParameterServer, _check_int
 
 _FORMAT = "fusedopt.ray_parameter_server"
 _VERSION = 1
@@ -372,7 +372,9 @@ class RayParameterServer:
 
     def _next_seq(self, worker: int) -> int:
         # Unique per worker across handle copies and processes: nanoseconds, strictly increasing here.
-        seq = max(time.time_ns(), self._last_seq.get(worker, 0) + 1)
+        # Microseconds of the clock: increasing across restarts of a worker, and below the server's
+        # MAX_SEQ (2**53, about 285 years of microseconds).
+        seq = max(time.time_ns() // 1000, self._last_seq.get(worker, 0) + 1)
         self._last_seq[worker] = seq
         return seq
 
@@ -390,7 +392,7 @@ class RayParameterServer:
         arrays = self.check_push(worker, grads)
         if seq is None:
             return arrays, self._next_seq(int(worker))
-        return arrays, _check_int("seq", seq, 0)
+        return arrays, _check_int("seq", seq, 0, MAX_SEQ)
 
     def push_and_pull(self, worker: int, grads: Sequence[Any], *, seq: int | None = None
                       ) -> tuple[list[np.ndarray], int]:

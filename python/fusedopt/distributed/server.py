@@ -42,6 +42,10 @@ def _device(a: Any) -> str:
     return f"dlpack-device-{kind}:{index}"
 
 
+# Sequence numbers are saved exactly in the float64 counters of get_states: below 2**53.
+MAX_SEQ = 2 ** 53
+
+
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__qualname__}")
@@ -281,7 +285,7 @@ class ParameterServer:
         with self._lock:
             worker = self._check_worker(worker)
             if seq is not None:
-                seq = _check_int("seq", seq, 0)
+                seq = _check_int("seq", seq, 0, MAX_SEQ)
                 last = self._last_seq[worker]
                 if last is not None and seq <= last:
                     if seq == last:
