@@ -93,9 +93,11 @@ std::string strides_string(const TensorView& t) {
   return shape_string(s.data(), t.ndim);
 }
 
-void check_nonnegative(const char* op, const char* name, double v) {
-  FUSEDOPT_CHECK(std::isfinite(v) && v >= 0.0, ValueError, op, ": ", name,
-                 " must be a finite number >= 0, got ", v);
+void check_nonnegative(const char* op, const char* name, double v, std::int64_t index,
+                       const char* what) {
+  if (std::isfinite(v) && v >= 0.0) return;
+  throw_error<ValueError>(op, ": ", to_string(Label{name, index}), " must be a finite number >= 0, got ",
+                          v, what != nullptr ? str_cat(" (", what, ")") : std::string());
 }
 
 void check_finite(const char* op, const char* name, double v) {

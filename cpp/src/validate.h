@@ -23,8 +23,10 @@ std::string shape_string(const std::int64_t* dims, std::int32_t ndim);
 /// The view's strides in elements, "(1, 3)" (the C-contiguous ones when it has none).
 std::string strides_string(const TensorView& t);
 
-/// lr, wd, momentum, lamda: finite and >= 0.
-void check_nonnegative(const char* op, const char* name, double v);
+/// lr, wd, momentum, lamda: finite and >= 0. With index >= 0 the message names the entry
+/// ("lrs[3]"); `what` (optional) says how the value was formed ("lr * lr_mult[3]").
+void check_nonnegative(const char* op, const char* name, double v, std::int64_t index = -1,
+                       const char* what = nullptr);
 /// rescale_grad: finite.
 void check_finite(const char* op, const char* name, double v);
 /// nullopt -> +inf (off); otherwise must be > 0 (+inf allowed, 0 / negative / NaN rejected).
@@ -82,14 +84,18 @@ class OverlapChecker {
     ranges_.reserve(n);
     labels_.reserve(n);
   }
+  /// A dense array (Note [dense layouts]): its elements occupy [data, data + numel * itemsize).
   void add(const TensorView& t, const Label& label, Access access) {
-    const std::int64_t n = t.numel();
-    if (n == 0) return;
-    const auto b = reinterpret_cast<std::uintptr_t>(t.data);
+    add_bytes(t.data, t.numel() * static_cast<std::int64_t>(dtype_size(t.dtype)), label, access);
+  }
+  /// Any other operand the kernels read or write (row-sparse indices).
+  void add_bytes(const void* data, std::int64_t nbytes, const Label& label, Access access) {
+    if (nbytes <= 0) return;
+    const auto b = reinterpret_cast<std::uintptr_t>(data);
     // Filled in place: building the struct on the stack and copying it stalls store forwarding.
     Range& r = ranges_.emplace_back();
     r.begin = b;
-    r.end = b + static_cast<std::uintptr_t>(n) * dtype_size(t.dtype);
+    r.end = b + static_cast<std::uintptr_t>(nbytes);
     r.label = static_cast<std::uint32_t>(labels_.size());
     r.output = access == Access::kWrite;
     labels_.push_back(label);

@@ -30,15 +30,15 @@ void bind_dcasgd(py::module_& m) {
           const char* op = master ? "multi_mp_dcasgd_update" : "multi_dcasgd_update";
           ScratchLease<DcasgdLists> scope;
           DcasgdLists& s = scope.get();
+          MultiDcasgdParams& p = s.params;
+          read_doubles(lrs, op, "lrs", p.lrs);  // numbers first: no view exists during __float__
+          read_doubles(wds, op, "wds", p.wds);
           s.w.add_all(weights, op, "weights");
           s.g.add_all(grads, op, "grads");
           if (!moms.is_none()) s.m.add_all(moms, op, "moms");
           else s.m.start(0);
           s.prev.add_all(prevs, op, master ? "prevs32" : "prevs");
           if (master) s.w32.add_all(weights32, op, "weights32");
-          MultiDcasgdParams& p = s.params;
-          read_doubles(lrs, op, "lrs", p.lrs);
-          read_doubles(wds, op, "wds", p.wds);
           p.momentum = momentum;
           p.lamda = lamda;
           p.rescale_grad = rescale_grad;
