@@ -25,8 +25,8 @@ void bind_dcasgd(py::module_& m) {
     m.def(
         master ? "multi_mp_dcasgd_update" : "multi_dcasgd_update",
         [master](py::handle weights, py::handle grads, py::handle moms, py::handle prevs,
-                 py::handle weights32, py::handle lrs, py::handle wds, double momentum,
-                 double lamda, double rescale_grad, std::optional<double> clip_gradient) {
+                 py::handle weights32, py::handle lrs, py::handle wds, Real momentum,
+                 Real lamda, Real rescale_grad, std::optional<Real> clip_gradient) {
           const char* op = master ? "multi_mp_dcasgd_update" : "multi_dcasgd_update";
           ScratchLease<DcasgdLists> scope;
           DcasgdLists& s = scope.get();
@@ -59,9 +59,9 @@ void bind_dcasgd(py::module_& m) {
 
   m.def(
       "dcasgd_update",
-      [](py::handle weight, py::handle grad, py::handle mom, py::handle prev, double lr,
-         double momentum, double lamda, double wd, double rescale_grad,
-         std::optional<double> clip_gradient) {
+      [](py::handle weight, py::handle grad, py::handle mom, py::handle prev, Real lr,
+         Real momentum, Real lamda, Real wd, Real rescale_grad,
+         std::optional<Real> clip_gradient) {
         const char* op = "dcasgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                  pv = to_array_ref(prev, op, "prev");
@@ -81,8 +81,8 @@ void bind_dcasgd(py::module_& m) {
   m.def(
       "check_dcasgd_args",
       [](py::handle weight, py::handle grad, py::handle mom, py::handle prev, py::handle weight32,
-         double lr, double momentum, double lamda, double wd, double rescale_grad,
-         std::optional<double> clip_gradient) {
+         Real lr, Real momentum, Real lamda, Real wd, Real rescale_grad,
+         std::optional<Real> clip_gradient) {
         const bool mp = !weight32.is_none();
         const char* op = mp ? "mp_dcasgd_update" : "dcasgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
@@ -102,8 +102,8 @@ void bind_dcasgd(py::module_& m) {
   m.def(
       "mp_dcasgd_update",
       [](py::handle weight, py::handle grad, py::handle mom, py::handle prev32, py::handle weight32,
-         double lr, double momentum, double lamda, double wd, double rescale_grad,
-         std::optional<double> clip_gradient) {
+         Real lr, Real momentum, Real lamda, Real wd, Real rescale_grad,
+         std::optional<Real> clip_gradient) {
         const char* op = "mp_dcasgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                  pv = to_array_ref(prev32, op, "prev32"),

@@ -50,8 +50,8 @@ void read_rates(const char* op, ListScratch& s, py::handle lrs, py::handle wds) 
 }
 
 /// Releases the GIL and runs the aggregated operator on the views and rates already in `s`.
-void run_multi(const char* op, bool mom, bool master, ListScratch& s, double momentum,
-               double rescale_grad, std::optional<double> clip_gradient) {
+void run_multi(const char* op, bool mom, bool master, ListScratch& s, Real momentum,
+               Real rescale_grad, std::optional<Real> clip_gradient) {
   MultiSgdParams& p = s.params;
   p.momentum = momentum;
   p.rescale_grad = rescale_grad;
@@ -100,8 +100,8 @@ RowSparseView rsp_view(const ArrayRef& data, const py::array& indices, const std
 void bind_sgd(py::module_& m) {
   m.def(
       "sgd_update",
-      [](py::handle weight, py::handle grad, double lr, double wd, double rescale_grad,
-         std::optional<double> clip_gradient, bool lazy_update) {
+      [](py::handle weight, py::handle grad, Real lr, Real wd, Real rescale_grad,
+         std::optional<Real> clip_gradient, bool lazy_update) {
         const char* op = "sgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad");
         const SgdParams p{lr, wd, 0.0, rescale_grad, clip_gradient, lazy_update};
@@ -110,13 +110,13 @@ void bind_sgd(py::module_& m) {
         fusedopt::sgd_update(w.view, g.view, p, stream);
       },
       "weight"_a, "grad"_a, py::kw_only(), "lr"_a, "wd"_a = 0.0, "rescale_grad"_a = 1.0,
-      "clip_gradient"_a = py::none(), "lazy_update"_a = true,
+      "clip_gradient"_a = py::none(), "lazy_update"_a.noconvert() = true,
       "w = w - lr * (clip(rescale_grad * grad, clip_gradient) + wd * w), in place.");
 
   m.def(
       "sgd_mom_update",
-      [](py::handle weight, py::handle grad, py::handle mom, double lr, double momentum, double wd,
-         double rescale_grad, std::optional<double> clip_gradient, bool lazy_update) {
+      [](py::handle weight, py::handle grad, py::handle mom, Real lr, Real momentum, Real wd,
+         Real rescale_grad, std::optional<Real> clip_gradient, bool lazy_update) {
         const char* op = "sgd_mom_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                  mm = to_array_ref(mom, op, "mom");
@@ -126,13 +126,13 @@ void bind_sgd(py::module_& m) {
         fusedopt::sgd_mom_update(w.view, g.view, mm.view, p, stream);
       },
       "weight"_a, "grad"_a, "mom"_a, py::kw_only(), "lr"_a, "momentum"_a = 0.0, "wd"_a = 0.0,
-      "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(), "lazy_update"_a = true,
+      "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(), "lazy_update"_a.noconvert() = true,
       "mom = momentum * mom - lr * r; w = w + mom, with r = clip(rescale_grad * grad) + wd * w.");
 
   m.def(
       "mp_sgd_update",
-      [](py::handle weight, py::handle grad, py::handle weight32, double lr, double wd,
-         double rescale_grad, std::optional<double> clip_gradient, bool lazy_update) {
+      [](py::handle weight, py::handle grad, py::handle weight32, Real lr, Real wd,
+         Real rescale_grad, std::optional<Real> clip_gradient, bool lazy_update) {
         const char* op = "mp_sgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                  w32 = to_array_ref(weight32, op, "weight32");
@@ -142,13 +142,13 @@ void bind_sgd(py::module_& m) {
         fusedopt::mp_sgd_update(w.view, g.view, w32.view, p, stream);
       },
       "weight"_a, "grad"_a, "weight32"_a, py::kw_only(), "lr"_a, "wd"_a = 0.0,
-      "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(), "lazy_update"_a = true,
+      "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(), "lazy_update"_a.noconvert() = true,
       "sgd_update on the float32 master weight32; weight = cast(weight32).");
 
   m.def(
       "mp_sgd_mom_update",
-      [](py::handle weight, py::handle grad, py::handle mom, py::handle weight32, double lr,
-         double momentum, double wd, double rescale_grad, std::optional<double> clip_gradient,
+      [](py::handle weight, py::handle grad, py::handle mom, py::handle weight32, Real lr,
+         Real momentum, Real wd, Real rescale_grad, std::optional<Real> clip_gradient,
          bool lazy_update) {
         const char* op = "mp_sgd_mom_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
@@ -160,13 +160,13 @@ void bind_sgd(py::module_& m) {
       },
       "weight"_a, "grad"_a, "mom"_a, "weight32"_a, py::kw_only(), "lr"_a, "momentum"_a = 0.0,
       "wd"_a = 0.0, "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(),
-      "lazy_update"_a = true,
+      "lazy_update"_a.noconvert() = true,
       "sgd_mom_update on the float32 master weight32 and float32 mom; weight = cast(weight32).");
 
   m.def(
       "sgd_update_rsp",
       [](py::handle weight, py::handle data, py::array indices, std::vector<std::int64_t> shape,
-         double lr, double wd, double rescale_grad, std::optional<double> clip_gradient,
+         Real lr, Real wd, Real rescale_grad, std::optional<Real> clip_gradient,
          bool lazy_update) {
         const char* op = "sgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), d = to_array_ref(data, op, "grad.data");
@@ -177,14 +177,14 @@ void bind_sgd(py::module_& m) {
         fusedopt::sgd_update(w.view, g, p, stream);
       },
       "weight"_a, "data"_a, "indices"_a.noconvert(), "shape"_a, py::kw_only(), "lr"_a, "wd"_a = 0.0,
-      "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(), "lazy_update"_a = true,
+      "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(), "lazy_update"_a.noconvert() = true,
       "sgd_update with a row-sparse gradient (data rows, int64 indices, dense shape).");
 
   m.def(
       "sgd_mom_update_rsp",
       [](py::handle weight, py::handle data, py::array indices, std::vector<std::int64_t> shape,
-         py::handle mom, double lr, double momentum, double wd, double rescale_grad,
-         std::optional<double> clip_gradient, bool lazy_update) {
+         py::handle mom, Real lr, Real momentum, Real wd, Real rescale_grad,
+         std::optional<Real> clip_gradient, bool lazy_update) {
         const char* op = "sgd_mom_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), d = to_array_ref(data, op, "grad.data"),
                  mm = to_array_ref(mom, op, "mom");
@@ -196,12 +196,12 @@ void bind_sgd(py::module_& m) {
       },
       "weight"_a, "data"_a, "indices"_a.noconvert(), "shape"_a, "mom"_a, py::kw_only(), "lr"_a,
       "momentum"_a = 0.0, "wd"_a = 0.0, "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(),
-      "lazy_update"_a = true, "sgd_mom_update with a row-sparse gradient.");
+      "lazy_update"_a.noconvert() = true, "sgd_mom_update with a row-sparse gradient.");
 
   m.def(
       "check_sgd_args",
-      [](py::handle weight, py::handle grad, py::handle mom, py::handle weight32, double lr,
-         double momentum, double wd, double rescale_grad, std::optional<double> clip_gradient) {
+      [](py::handle weight, py::handle grad, py::handle mom, py::handle weight32, Real lr,
+         Real momentum, Real wd, Real rescale_grad, std::optional<Real> clip_gradient) {
         const bool mp = !weight32.is_none();
         const char* op = mp ? (mom.is_none() ? "mp_sgd_update" : "mp_sgd_mom_update")
                             : (mom.is_none() ? "sgd_update" : "sgd_mom_update");
@@ -220,8 +220,8 @@ void bind_sgd(py::module_& m) {
   m.def(
       "check_sgd_args_rsp",
       [](py::handle weight, py::handle data, py::array indices, std::vector<std::int64_t> shape,
-         py::handle mom, double lr, double momentum, double wd, double rescale_grad,
-         std::optional<double> clip_gradient, bool lazy_update) {
+         py::handle mom, Real lr, Real momentum, Real wd, Real rescale_grad,
+         std::optional<Real> clip_gradient, bool lazy_update) {
         const char* op = mom.is_none() ? "sgd_update" : "sgd_mom_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), d = to_array_ref(data, op, "grad.data");
         std::optional<ArrayRef> mm;
@@ -232,7 +232,7 @@ void bind_sgd(py::module_& m) {
       },
       "weight"_a, "data"_a, "indices"_a.noconvert(), "shape"_a, "mom"_a.none(true), py::kw_only(),
       "lr"_a, "momentum"_a = 0.0, "wd"_a = 0.0, "rescale_grad"_a = 1.0,
-      "clip_gradient"_a = py::none(), "lazy_update"_a = true,
+      "clip_gradient"_a = py::none(), "lazy_update"_a.noconvert() = true,
       "Validate arguments as the row-sparse sgd operators do, without writing anything.");
 
   struct MultiSpec {
@@ -252,8 +252,8 @@ void bind_sgd(py::module_& m) {
     const MultiSpec* sp = &spec;
     m.def(
         spec.name,
-        [sp](py::handle arrays, py::handle lrs, py::handle wds, double momentum,
-             double rescale_grad, std::optional<double> clip_gradient) {
+        [sp](py::handle arrays, py::handle lrs, py::handle wds, Real momentum,
+             Real rescale_grad, std::optional<Real> clip_gradient) {
           const char* op = sp->name;
           py::tuple seq = flat_sequence(arrays, sp->per, op, sp->layout);
           ListScope scope;
@@ -274,7 +274,7 @@ void bind_sgd(py::module_& m) {
   m.def(
       "multi_sgd_update_states",
       [](py::handle weights, py::handle grads, py::handle states, py::handle lrs, py::handle wds,
-         double momentum, double rescale_grad, std::optional<double> clip_gradient) {
+         Real momentum, Real rescale_grad, std::optional<Real> clip_gradient) {
         // The Optimizer's aggregated step without building a flat list: `states` are all None
         // (multi_sgd_update) or all arrays (multi_sgd_mom_update). Returns False, touching nothing,
         // when they are mixed (the caller then groups the tensors itself).
