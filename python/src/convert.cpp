@@ -3,6 +3,7 @@
 
 #include <pybind11/gil_safe_call_once.h>
 
+#include <array>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -128,16 +129,40 @@ ArrayRef to_array_ref(py::handle obj, const char* op, const char* arg, std::int6
 namespace {
 std::uint64_t g_callback_epoch = 0;  // read and written with the GIL held
 
+/// NumPy's shared descriptor of each dtype (ml_dtypes' for bfloat16, null without ml_dtypes), held
+/// for the life of the process and only compared for identity.
+PyObject* descr_of(DType d) {
+  PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<std::array<py::object, 4>> store;
+  const auto& descrs = store.call_once_and_store_result([] {
+    std::array<py::object, 4> out;
+    out[static_cast<int>(DType::kFloat16)] = py::dtype(23);  // NPY_HALF
+    out[static_cast<int>(DType::kFloat32)] = py::dtype::of<float>();
+    out[static_cast<int>(DType::kFloat64)] = py::dtype::of<double>();
+    try {
+      out[static_cast<int>(DType::kBFloat16)] =
+          py::module_::import("numpy").attr("dtype")(py::module_::import("ml_dtypes").attr("bfloat16"));
+    } catch (py::error_already_set&) {
+      out[static_cast<int>(DType::kBFloat16)] = py::none();
+    }
+    return out;
+  }).get_stored();
+  return descrs[static_cast<std::size_t>(d)].ptr();
+}
+
 /// Whether NumPy array `obj` still has `view`'s memory, dtype, shape, strides and writability; read
 /// from the array's fields (no Python code, no allocation: a prepared step checks every array).
 bool numpy_matches(py::handle obj, const TensorView& view) {
   auto* a = py::detail::array_proxy(obj.ptr());
   if (a->data != view.data || a->nd != view.ndim) return false;
-  const auto dt = py::reinterpret_borrow<py::dtype>(a->descr);
-  DType now;
-  if (!dtype_of(dt, &now) || now != view.dtype || dt.byteorder() == (kLittleEndian ? '>' : '<'))
-    return false;
-  const auto itemsize = static_cast<std::int64_t>(dt.itemsize());
+  // The descriptors fusedopt accepts are NumPy's (and ml_dtypes') shared instances: when the array
+  // still has the one of the view's dtype, its dtype is unchanged (the common, cheap case).
+  const auto itemsize = static_cast<std::int64_t>(dtype_size(view.dtype));
+  if (a->descr != descr_of(view.dtype)) {
+    const auto dt = py::reinterpret_borrow<py::dtype>(a->descr);
+    DType now;
+    if (!dtype_of(dt, &now) || now != view.dtype || dt.byteorder() == (kLittleEndian ? '>' : '<'))
+      return false;
+  }
   for (std::int32_t i = 0; i < view.ndim; ++i)
     if (a->dimensions[i] != view.shape[static_cast<std::size_t>(i)]) return false;
   if (view.has_strides) {
