@@ -142,11 +142,18 @@ void PreparedUpdate::step(double lr, double wd, double momentum, double rescale_
   s.rescale_grad = rescale_grad;
   s.clip = detail::checked_clip(im.op, clip_gradient);
   s.lamda = im.rule == detail::RuleKind::kDcasgd ? lamda : 0.0;
+  // Every effective rate is checked before the first launch, as the operators check lrs / wds: a
+  // product can overflow (lr * lr_mult = inf) where neither factor is out of range.
   for (Impl::Group& grp : im.groups) {
     for (std::size_t i = 0; i < grp.segs.size(); ++i) {
-      grp.segs[i].lr = lr * im.lr_mult[grp.tensor[i]];
-      grp.segs[i].wd = wd * im.wd_mult[grp.tensor[i]];
+      const std::size_t k = grp.tensor[i];
+      grp.segs[i].lr = lr * im.lr_mult[k];
+      grp.segs[i].wd = wd * im.wd_mult[k];
+      detail::check_nonnegative(im.op, "lr * lr_mult", grp.segs[i].lr, static_cast<std::int64_t>(k));
+      detail::check_nonnegative(im.op, "wd * wd_mult", grp.segs[i].wd, static_cast<std::int64_t>(k));
     }
+  }
+  for (Impl::Group& grp : im.groups) {
     detail::launch(grp.kind, grp.segs.data(), static_cast<std::int64_t>(grp.segs.size()), s,
                    im.device, stream);
   }

@@ -1,5 +1,6 @@
 // row_sparse.cpp — sgd_update / sgd_mom_update with a row-sparse gradient (docs/SEMANTICS.md §6): validation of the
 // indices (range, uniqueness) and of every array before anything is written, then one row launch.
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -29,6 +30,10 @@ void rsp_update(const char* op, TensorView& weight, const RowSparseView& grad, c
   FUSEDOPT_CHECK(weight.ndim >= 1, ValueError, op,
                  ": a row-sparse gradient needs a weight with at least one dimension, got shape ",
                  shape_string(weight));
+  // Rows are addressed as weight + r * row_len: only the C-contiguous layout has rows there.
+  FUSEDOPT_CHECK(weight.is_contiguous(), ValueError, op,
+                 ": a weight updated with a row-sparse gradient must be C-contiguous, got strides ",
+                 strides_string(weight), " (fusedopt never copies an array it updates in place)");
   FUSEDOPT_CHECK(grad.ndim >= 0 && grad.ndim <= TensorView::kMaxDims, ValueError, op,
                  ": grad has ndim ", grad.ndim, "; expected 0 to ", int(TensorView::kMaxDims));
   bool same_shape = grad.ndim == weight.ndim &&
@@ -48,31 +53,51 @@ void rsp_update(const char* op, TensorView& weight, const RowSparseView& grad, c
 
   const std::int64_t rows = weight.shape[0];
   const std::int64_t row_len = rows == 0 ? 0 : weight.numel() / rows;
-  // Indices: in range and unique. Lazy updates need only a bitmap (rows / 8 bytes); the standard update
-  // also needs row -> stored position. Both live in per-thread scratch reused across calls.
+  // Indices: in range and unique. A bitmap (rows / 8 bytes) when that is small next to the indices;
+  // otherwise (a (2**40, 0) weight, a few indices into a huge table) a sorted copy of the indices.
+  // The standard update also needs row -> stored position (rows entries, like the weight itself;
+  // none when the weight has no elements). All live in per-thread scratch reused across calls.
   thread_local std::vector<std::uint64_t> seen;
-  thread_local std::vector<std::int64_t> row_to_k;
-  const auto words = static_cast<std::size_t>(rows / 64 + 1);
-  seen.assign(words, 0);
-  if (!p.lazy_update) row_to_k.assign(static_cast<std::size_t>(rows), -1);
-  for (std::int64_t k = 0; k < grad.num_indices; ++k) {
-    const std::int64_t r = grad.indices[k];
-    FUSEDOPT_CHECK(r >= 0 && r < rows, ValueError, op, ": grad.indices[", k, "] = ", r,
-                   " is out of range for a weight with ", rows, " rows");
-    std::uint64_t& word = seen[static_cast<std::size_t>(r) / 64];
-    const std::uint64_t bit = std::uint64_t{1} << (r % 64);
-    if (word & bit) {
-      std::int64_t first = 0;
-      while (grad.indices[first] != r) ++first;
-      throw_error<ValueError>(op, ": grad.indices has row ", r, " twice (at ", first, " and ", k,
-                              "); row-sparse indices must be unique");
+  thread_local std::vector<std::int64_t> row_to_k, sorted;
+  const bool need_map = !p.lazy_update && weight.numel() > 0;
+  const bool bitmap = need_map || rows / 64 <= 4 * grad.num_indices + 4096;
+  auto out_of_range = [&](std::int64_t k) {
+    throw_error<ValueError>(op, ": grad.indices[", k, "] = ", grad.indices[k],
+                            " is out of range for a weight with ", rows, " rows");
+  };
+  auto duplicate = [&](std::int64_t r) {
+    std::int64_t first = 0;
+    while (grad.indices[first] != r) ++first;
+    std::int64_t second = first + 1;
+    while (grad.indices[second] != r) ++second;
+    throw_error<ValueError>(op, ": grad.indices has row ", r, " twice (at ", first, " and ", second,
+                            "); row-sparse indices must be unique");
+  };
+  if (bitmap) {
+    seen.assign(static_cast<std::size_t>(rows / 64 + 1), 0);
+    if (need_map) row_to_k.assign(static_cast<std::size_t>(rows), -1);
+    for (std::int64_t k = 0; k < grad.num_indices; ++k) {
+      const std::int64_t r = grad.indices[k];
+      if (r < 0 || r >= rows) out_of_range(k);
+      std::uint64_t& word = seen[static_cast<std::size_t>(r) / 64];
+      const std::uint64_t bit = std::uint64_t{1} << (r % 64);
+      if (word & bit) duplicate(r);
+      word |= bit;
+      if (need_map) row_to_k[static_cast<std::size_t>(r)] = k;
     }
-    word |= bit;
-    if (!p.lazy_update) row_to_k[static_cast<std::size_t>(r)] = k;
+  } else {
+    for (std::int64_t k = 0; k < grad.num_indices; ++k)
+      if (grad.indices[k] < 0 || grad.indices[k] >= rows) out_of_range(k);
+    sorted.assign(grad.indices, grad.indices + grad.num_indices);
+    std::sort(sorted.begin(), sorted.end());
+    const auto dup = std::adjacent_find(sorted.begin(), sorted.end());
+    if (dup != sorted.end()) duplicate(*dup);
   }
   OverlapChecker overlap;
   overlap.add(weight, wl, Access::kWrite);
   overlap.add(grad.data, gl, Access::kRead);
+  overlap.add_bytes(grad.indices, grad.num_indices * static_cast<std::int64_t>(sizeof(std::int64_t)),
+                    Label{"grad.indices"}, Access::kRead);
   if (mom) overlap.add(*mom, ml, Access::kWrite);
   overlap.check(op);
 
@@ -87,7 +112,7 @@ void rsp_update(const char* op, TensorView& weight, const RowSparseView& grad, c
   t.grad_rows = grad.data.data;
   t.indices = grad.indices;
   t.num_indices = grad.num_indices;
-  t.row_to_k = p.lazy_update ? nullptr : row_to_k.data();
+  t.row_to_k = p.lazy_update ? nullptr : row_to_k.data();  // need_map: the weight has elements
   t.lazy = p.lazy_update;
   launch_rows(UpdateKind{weight.dtype, RuleKind::kSgd, mom != nullptr, false}, t, s, weight.device,
               stream);

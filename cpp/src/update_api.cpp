@@ -73,8 +73,8 @@ void checked_update(const char* op, RuleKind rule, bool master, const OperandSet
     if (master)
       check_tensor(op, label(o.master_name, k), o.masters[k], {DType::kFloat32}, Access::kWrite, &w,
                    &wl);
-    check_nonnegative(op, o.indexed ? "lrs" : "lr", o.lrs[k]);
-    check_nonnegative(op, o.indexed ? "wds" : "wd", o.wds[k]);
+    check_nonnegative(op, o.indexed ? "lrs" : "lr", o.lrs[k], o.indexed ? k : -1);
+    check_nonnegative(op, o.indexed ? "wds" : "wd", o.wds[k], o.indexed ? k : -1);
     overlap.add(w, wl, Access::kWrite);
     overlap.add(o.grads[k], label(o.grad_name, k), Access::kRead);
     if (mom) overlap.add(o.moms[k], label(o.mom_name, k), Access::kWrite);

@@ -132,46 +132,51 @@ def device_id(a: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------- allocation
+# States are made in the weight's memory layout (order "K" / preserve_format): a dense strided weight
+# (a transposed array, channels_last) is updated as one flat range together with its states, which
+# needs identical strides; for C-contiguous weights this is the C order.
 def zeros_like(a: Any, dtype: Any = None) -> Any:
-    """Zeros of a's shape in a's library (and device), with a's dtype unless `dtype` is given."""
+    """Zeros of a's shape and memory layout in a's library (and device), with a's dtype unless
+    `dtype` is given."""
     if isinstance(a, np.ndarray):
-        return np.zeros(a.shape, dtype=a.dtype if dtype is None else dtype)
+        return np.zeros_like(a, dtype=a.dtype if dtype is None else dtype, order="K")
     torch = _torch_of(a)
     if torch is not None:
         dt = a.dtype if dtype is None else _torch_dtype(torch, dtype)
-        return torch.zeros(tuple(a.shape), dtype=dt, device=a.device)
+        return torch.zeros_like(a.detach(), dtype=dt, memory_format=torch.preserve_format)
     cupy = _cupy_of(a)
     if cupy is not None:
         with a.device:
-            return cupy.zeros(a.shape, dtype=a.dtype if dtype is None else dtype)
+            return cupy.zeros_like(a, dtype=a.dtype if dtype is None else dtype, order="K")
     raise _unsupported(a)
 
 
 def copy_of(a: Any) -> Any:
-    """A C-contiguous copy of a in its own library and device."""
+    """A copy of a in its own library, device and memory layout."""
     if isinstance(a, np.ndarray):
-        return np.array(a, copy=True, order="C")
+        return np.array(a, copy=True, order="K")
     torch = _torch_of(a)
     if torch is not None:
-        return a.detach().clone(memory_format=torch.contiguous_format)
+        return a.detach().clone(memory_format=torch.preserve_format)
     cupy = _cupy_of(a)
     if cupy is not None:
         with a.device:
-            return cupy.array(a, copy=True, order="C")
+            return cupy.array(a, copy=True, order="K")
     raise _unsupported(a)
 
 
 def astype_float32(a: Any) -> Any:
-    """A new float32 C-contiguous copy of a (the master weight of a float16/bfloat16 weight)."""
+    """A new float32 copy of a in a's memory layout (the master weight of a float16/bfloat16
+    weight)."""
     if isinstance(a, np.ndarray):
-        return np.array(a, dtype=np.float32, order="C", copy=True)  # (ascontiguousarray makes 0-d 1-d)
+        return np.array(a, dtype=np.float32, order="K", copy=True)  # (ascontiguousarray makes 0-d 1-d)
     torch = _torch_of(a)
     if torch is not None:
-        return a.detach().to(dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
+        return a.detach().to(dtype=torch.float32, memory_format=torch.preserve_format, copy=True)
     cupy = _cupy_of(a)
     if cupy is not None:
         with a.device:
-            return cupy.array(a, dtype=cupy.float32, order="C", copy=True)
+            return cupy.array(a, dtype=cupy.float32, order="K", copy=True)
     raise _unsupported(a)
 
 
@@ -212,18 +217,29 @@ def to_numpy(a: Any) -> np.ndarray:
 
 
 def from_numpy_like(like: Any, a: np.ndarray) -> Any:
-    """`a` in the library and on the device of `like` (a C-contiguous NumPy array for NumPy; a new
-    tensor / array for the others)."""
+    """`a` in the library, on the device and in the memory layout of `like` (`a` itself for NumPy
+    when it already has that layout; a new array otherwise)."""
     if isinstance(like, np.ndarray):
         a = np.asarray(a)
-        return a if a.flags.c_contiguous else np.array(a, order="C")  # keeps 0-d arrays 0-d
+        if a.flags.c_contiguous and like.flags.c_contiguous:
+            return a
+        out = np.empty_like(like, dtype=a.dtype, order="K")  # keeps 0-d arrays 0-d
+        out[...] = a
+        return out
     torch = _torch_of(like)
     if torch is not None:
-        return _torch_from_numpy(torch, np.asarray(a), like.device)
+        t = _torch_from_numpy(torch, np.asarray(a), like.device)
+        if t.is_contiguous() and like.is_contiguous():
+            return t
+        out = torch.empty_like(like.detach(), dtype=t.dtype, memory_format=torch.preserve_format)
+        out.copy_(t)
+        return out
     cupy = _cupy_of(like)
     if cupy is not None:
         with like.device:
-            return cupy.array(np.asarray(a), order="C")
+            out = cupy.empty_like(like, dtype=np.asarray(a).dtype, order="K")
+            out[...] = cupy.asarray(np.asarray(a))
+            return out
     raise _unsupported(like)
 
 
@@ -286,32 +302,80 @@ def _exchange_allowed(tp: type) -> bool:
     torch = sys.modules.get("torch")
     if torch is None or not issubclass(tp, torch.Tensor):
         return False
+    # A subclass with its own __torch_function__ runs Python code on every method call (is_neg
+    # included): it takes the __dlpack__ path, where such code is expected.
+    tf = getattr(tp, "__torch_function__", None)
+    default_tf = (getattr(torch.Tensor.__torch_function__, "__func__", None),
+                  getattr(torch._C, "_disabled_torch_function_impl", None))
+    if getattr(tf, "__func__", tf) not in default_tf:
+        return False
     return getattr(tp, "__dlpack__", None) is torch.Tensor.__dlpack__
 
 
-def _dlpack_export(a: Any) -> tuple[Any, int | None, int]:
+_NEG_MESSAGE = (
+    " is a torch tensor with the negative bit set (a lazily negated view, e.g. x.conj().imag or "
+    "x._neg_view()): its memory holds the values without the sign; pass x.resolve_neg() for a "
+    "gradient, and update the tensor it views for a weight or state"
+)
+
+
+def _torch_storage_problem(t: Any) -> str | None:
+    """Why the elements of torch tensor ``t`` do not all lie inside its storage, or None.
+
+    A storage resized to fewer bytes than the tensor needs (``t.untyped_storage().resize_(0)``, as
+    FSDP does to free parameters) leaves the tensor's shape as it was and its data pointer at
+    ``storage_offset * itemsize`` past a null or shorter allocation; writing through it would crash.
+    """
+    if t.numel() == 0:
+        return None
+    storage = t.untyped_storage()
+    lo = hi = t.storage_offset()
+    for size, stride in zip(t.shape, t.stride()):
+        if stride > 0:
+            hi += (size - 1) * stride
+        else:
+            lo += (size - 1) * stride
+    need = (hi + 1) * t.element_size()
+    have = storage.nbytes()
+    if storage.data_ptr() == 0 or lo < 0 or need > have:
+        return (f" needs {need} bytes of its storage but the storage has {have} (it was resized, "
+                "e.g. by untyped_storage().resize_(0)); fusedopt cannot write through it")
+    return None
+
+
+def _dlpack_export(a: Any) -> tuple[Any, int | None, int, tuple[bool, str] | None]:
     """Called by the native consumer for every non-NumPy argument, before ``__dlpack__``.
 
     Returns ``(obj, stream, trust)``: the object to call ``__dlpack__`` on (torch tensors that require
     grad — every nn.Parameter — are detached, which shares storage; PyTorch refuses to export them
     otherwise); the ``stream`` argument for CUDA tensors — the producer's *current* stream, on which
     fusedopt then launches, so results are stream-ordered like the producer's own ops (None for host
-    memory); and how far a legacy capsule can be trusted to be writable (see the ``_*`` levels above).
+    memory); how far a legacy capsule can be trusted to be writable (see the ``_*`` levels above); and
+    a problem that makes the array unusable as exported — ``(is_type_error, message)``, for torch
+    tensors with the negative bit (exported without the sign) or with elements outside their storage
+    — or None.
 
     In-place updates through DLPack bypass autograd's version counter: step only after backward.
     """
     torch = _torch_of(a)
     if torch is not None:
         t = a.detach() if a.requires_grad else a
+        problem = None
+        if t.is_neg():
+            problem = (True, _NEG_MESSAGE)
+        elif t.layout == torch.strided:  # (sparse tensors are refused by their __dlpack__)
+            storage = _torch_storage_problem(t)
+            problem = None if storage is None else (False, storage)
         if t.device.type == "cuda" and getattr(torch.version, "hip", None) is None:
-            return t, _stream_arg(torch.cuda.current_stream(t.device).cuda_stream), _KNOWN_WRITABLE
-        return t, None, _KNOWN_WRITABLE
+            stream = _stream_arg(torch.cuda.current_stream(t.device).cuda_stream)
+            return t, stream, _KNOWN_WRITABLE, problem
+        return t, None, _KNOWN_WRITABLE, problem
     cupy = _cupy_of(a)
     if cupy is not None:
-        return a, _stream_arg(_cupy_current_stream(cupy, int(a.device.id))), _KNOWN_WRITABLE
+        return a, _stream_arg(_cupy_current_stream(cupy, int(a.device.id))), _KNOWN_WRITABLE, None
     trust = _IMMUTABLE if _is_jax(a) else _UNKNOWN_PRODUCER
     stream = None
     device = getattr(a, "__dlpack_device__", None)
     if device is not None and int(device()[0]) == 2:  # kDLCUDA: unknown producer, legacy default stream
         stream = 1
-    return a, stream, trust
+    return a, stream, trust, None

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -51,6 +52,13 @@ class ScratchLease {
   std::unique_ptr<T> own_;
 };
 
+/// A hyper-parameter argument (lr, wd, momentum, ...): a float, an int or a NumPy number, as the
+/// optimizer classes accept; never a bool, None or a string (pybind11's double would take True as 1.0).
+struct Real {
+  double value = 0.0;
+  operator double() const { return value; }  // NOLINT: used exactly like the double it replaces
+};
+
 inline std::vector<TensorView> views(const std::vector<ArrayRef>& refs) {
   std::vector<TensorView> out;
   out.reserve(refs.size());
@@ -65,3 +73,33 @@ void bind_prepared(py::module_& m);
 void bind_plan(py::module_& m);
 
 }  // namespace fusedopt::python
+
+namespace pybind11::detail {
+template <>
+struct type_caster<fusedopt::python::Real> {
+  PYBIND11_TYPE_CASTER(fusedopt::python::Real, const_name("float"));
+  bool load(handle src, bool /*convert*/) {
+    PyObject* o = src.ptr();
+    if (PyFloat_Check(o)) {
+      value.value = PyFloat_AS_DOUBLE(o);
+      return true;
+    }
+    // Refused like anything else that is not a real number: pybind11 then raises TypeError naming
+    // the call and its arguments.
+    if (PyBool_Check(o) || o == Py_None || PyUnicode_Check(o) || PyBytes_Check(o) ||
+        std::strcmp(Py_TYPE(o)->tp_name, "numpy.bool") == 0 ||
+        std::strcmp(Py_TYPE(o)->tp_name, "numpy.bool_") == 0)
+      return false;
+    const double v = PyFloat_AsDouble(o);
+    if (v == -1.0 && PyErr_Occurred() != nullptr) {
+      PyErr_Clear();
+      return false;
+    }
+    value.value = v;
+    return true;
+  }
+  static handle cast(const fusedopt::python::Real& v, return_value_policy, handle) {
+    return PyFloat_FromDouble(v.value);
+  }
+};
+}  // namespace pybind11::detail

@@ -33,8 +33,8 @@ std::optional<ArrayRef> optional_ref(py::handle obj, const char* op, const char*
 const TensorView* view_or_null(const std::optional<ArrayRef>& r) { return r ? &r->view : nullptr; }
 
 /// The scalars an aggregated DCASGD call shares (lrs / wds are read separately).
-void set_shared(MultiDcasgdParams& p, double momentum, double lamda, double rescale_grad,
-                std::optional<double> clip_gradient, double ms_decay, double eps) {
+void set_shared(MultiDcasgdParams& p, Real momentum, Real lamda, Real rescale_grad,
+                std::optional<Real> clip_gradient, Real ms_decay, Real eps) {
   p.momentum = momentum;
   p.lamda = lamda;
   p.rescale_grad = rescale_grad;
@@ -51,21 +51,21 @@ void bind_dcasgd(py::module_& m) {
         master ? "multi_mp_dcasgd_update" : "multi_dcasgd_update",
         [master](py::handle weights, py::handle grads, py::handle moms, py::handle prevs,
                  py::handle weights32, py::handle mean_squares, py::handle lrs, py::handle wds,
-                 double momentum, double lamda, double rescale_grad,
-                 std::optional<double> clip_gradient, double ms_decay, double eps) {
+                 Real momentum, Real lamda, Real rescale_grad,
+                 std::optional<Real> clip_gradient, Real ms_decay, Real eps) {
           const char* op = master ? "multi_mp_dcasgd_update" : "multi_dcasgd_update";
           ScratchLease<DcasgdLists> scope;
           DcasgdLists& s = scope.get();
+          MultiDcasgdParams& p = s.params;
+          read_doubles(lrs, op, "lrs", p.lrs);  // numbers first: no view exists during __float__
+          read_doubles(wds, op, "wds", p.wds);
+          set_shared(p, momentum, lamda, rescale_grad, clip_gradient, ms_decay, eps);
           s.w.add_all(weights, op, "weights");
           s.g.add_all(grads, op, "grads");
           add_optional(s.m, moms, op, "moms");
           s.prev.add_all(prevs, op, master ? "prevs32" : "prevs");
           add_optional(s.ms, mean_squares, op, "mean_squares");
           if (master) s.w32.add_all(weights32, op, "weights32");
-          MultiDcasgdParams& p = s.params;
-          read_doubles(lrs, op, "lrs", p.lrs);
-          read_doubles(wds, op, "wds", p.wds);
-          set_shared(p, momentum, lamda, rescale_grad, clip_gradient, ms_decay, eps);
           const Stream stream = call_stream(op, s.w, s.g, s.m, s.prev, s.ms, s.w32);
           py::gil_scoped_release release;
           if (master)
@@ -86,21 +86,21 @@ void bind_dcasgd(py::module_& m) {
         master ? "multi_mp_dcasgd_backup_update" : "multi_dcasgd_backup_update",
         [master](py::handle weights, py::handle grads, py::handle backups, py::handle weights32,
                  py::handle moms, py::handle mean_squares, py::handle lrs, py::handle wds,
-                 double momentum, double lamda, double rescale_grad,
-                 std::optional<double> clip_gradient, double ms_decay, double eps) {
+                 Real momentum, Real lamda, Real rescale_grad,
+                 std::optional<Real> clip_gradient, Real ms_decay, Real eps) {
           const char* op = master ? "multi_mp_dcasgd_backup_update" : "multi_dcasgd_backup_update";
           ScratchLease<DcasgdLists> scope;
           DcasgdLists& s = scope.get();
+          MultiDcasgdParams& p = s.params;
+          read_doubles(lrs, op, "lrs", p.lrs);  // numbers first: no view exists during __float__
+          read_doubles(wds, op, "wds", p.wds);
+          set_shared(p, momentum, lamda, rescale_grad, clip_gradient, ms_decay, eps);
           s.w.add_all(weights, op, "weights");
           s.g.add_all(grads, op, "grads");
           s.prev.add_all(backups, op, "backups");
           if (master) s.w32.add_all(weights32, op, "weights32");
           add_optional(s.m, moms, op, "moms");
           add_optional(s.ms, mean_squares, op, "mean_squares");
-          MultiDcasgdParams& p = s.params;
-          read_doubles(lrs, op, "lrs", p.lrs);
-          read_doubles(wds, op, "wds", p.wds);
-          set_shared(p, momentum, lamda, rescale_grad, clip_gradient, ms_decay, eps);
           const Stream stream = call_stream(op, s.w, s.g, s.m, s.prev, s.ms, s.w32);
           py::gil_scoped_release release;
           if (master)
@@ -119,9 +119,9 @@ void bind_dcasgd(py::module_& m) {
     m.def(
         master ? "mp_dcasgd_backup_update" : "dcasgd_backup_update",
         [master](py::handle weight, py::handle grad, py::handle backup, py::handle weight32,
-                 py::handle mom, py::handle mean_square, double lr, double lamda, double momentum,
-                 double wd, double rescale_grad, std::optional<double> clip_gradient,
-                 double ms_decay, double eps) {
+                 py::handle mom, py::handle mean_square, Real lr, Real lamda, Real momentum,
+                 Real wd, Real rescale_grad, std::optional<Real> clip_gradient,
+                 Real ms_decay, Real eps) {
           const char* op = master ? "mp_dcasgd_backup_update" : "dcasgd_backup_update";
           ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                    b = to_array_ref(backup, op, "backup");
@@ -149,8 +149,8 @@ void bind_dcasgd(py::module_& m) {
   m.def(
       "check_dcasgd_backup_args",
       [](py::handle weight, py::handle grad, py::handle backup, py::handle weight32, py::handle mom,
-         py::handle mean_square, double lr, double lamda, double momentum, double wd,
-         double rescale_grad, std::optional<double> clip_gradient, double ms_decay, double eps) {
+         py::handle mean_square, Real lr, Real lamda, Real momentum, Real wd,
+         Real rescale_grad, std::optional<Real> clip_gradient, Real ms_decay, Real eps) {
         const bool mp = !weight32.is_none();
         const char* op = mp ? "mp_dcasgd_backup_update" : "dcasgd_backup_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
@@ -171,8 +171,8 @@ void bind_dcasgd(py::module_& m) {
   m.def(
       "dcasgd_update",
       [](py::handle weight, py::handle grad, py::handle mom, py::handle prev, py::handle mean_square,
-         double lr, double momentum, double lamda, double wd, double rescale_grad,
-         std::optional<double> clip_gradient, double ms_decay, double eps) {
+         Real lr, Real momentum, Real lamda, Real wd, Real rescale_grad,
+         std::optional<Real> clip_gradient, Real ms_decay, Real eps) {
         const char* op = "dcasgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                  pv = to_array_ref(prev, op, "prev");
@@ -193,8 +193,8 @@ void bind_dcasgd(py::module_& m) {
   m.def(
       "check_dcasgd_args",
       [](py::handle weight, py::handle grad, py::handle mom, py::handle prev, py::handle weight32,
-         py::handle mean_square, double lr, double momentum, double lamda, double wd,
-         double rescale_grad, std::optional<double> clip_gradient, double ms_decay, double eps) {
+         py::handle mean_square, Real lr, Real momentum, Real lamda, Real wd,
+         Real rescale_grad, std::optional<Real> clip_gradient, Real ms_decay, Real eps) {
         const bool mp = !weight32.is_none();
         const char* op = mp ? "mp_dcasgd_update" : "dcasgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
@@ -215,8 +215,8 @@ void bind_dcasgd(py::module_& m) {
   m.def(
       "mp_dcasgd_update",
       [](py::handle weight, py::handle grad, py::handle mom, py::handle prev32, py::handle weight32,
-         py::handle mean_square, double lr, double momentum, double lamda, double wd,
-         double rescale_grad, std::optional<double> clip_gradient, double ms_decay, double eps) {
+         py::handle mean_square, Real lr, Real momentum, Real lamda, Real wd,
+         Real rescale_grad, std::optional<Real> clip_gradient, Real ms_decay, Real eps) {
         const char* op = "mp_dcasgd_update";
         ArrayRef w = to_array_ref(weight, op, "weight"), g = to_array_ref(grad, op, "grad"),
                  pv = to_array_ref(prev32, op, "prev32"),

@@ -43,6 +43,7 @@ void update_lists(Opt& opt, const std::vector<std::int64_t>& indices, const py::
     w.push_back(to_array_ref(weights[k], "update", "weights", static_cast<std::int64_t>(k)));
   for (std::size_t k = 0; k < py::len(grads); ++k)
     g.push_back(to_array_ref(grads[k], "update", "grads", static_cast<std::int64_t>(k)));
+  call_stream("update", w, g);  // re-checks views a callback may have invalidated
   auto wv = views(w), gv = views(g);
   py::gil_scoped_release release;
   opt.update(indices, wv, gv);

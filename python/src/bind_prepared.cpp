@@ -53,6 +53,13 @@ void bind_prepared(py::module_& m) {
           "step",
           [](Prepared& p, double lr, double wd, double momentum, double rescale_grad,
              std::optional<double> clip_gradient, double lamda) {
+            // Any Python code ran since the last step: every array must still be where it was
+            // prepared (model.double() or p.data = ... replaces a parameter's storage and frees
+            // the old one; resize_ can free it in place).
+            static constexpr const char* kMoved =
+                " no longer has the memory it was prepared with (replaced, resized or freed, e.g. "
+                "by model.double(), p.data = ... or resize_); call prepare() again";
+            for (const ViewList* l : {&p.w, &p.g, &p.m, &p.prev, &p.w32}) l->check_unchanged(true, kMoved);
             py::gil_scoped_release release;
             p.update->step(lr, wd, momentum, rescale_grad, clip_gradient, lamda, p.stream);
           },
@@ -72,10 +79,12 @@ void bind_prepared(py::module_& m) {
   // fusedopt.prepared.PreparedStep, one C loop instead of building a dict per step.
   m.def(
       "_set_counts",
-      [](py::dict counts, py::list keys, py::int_ value) {
-        const Py_ssize_t n = PyList_GET_SIZE(keys.ptr());
+      [](py::dict counts, py::list key_list, py::int_ value) {
+        // A key's __hash__ / __eq__ may mutate the list: iterate over a snapshot.
+        py::tuple keys = snapshot_sequence(key_list, "_set_counts", "keys");
+        const Py_ssize_t n = PyTuple_GET_SIZE(keys.ptr());
         for (Py_ssize_t i = 0; i < n; ++i)
-          if (PyDict_SetItem(counts.ptr(), PyList_GET_ITEM(keys.ptr(), i), value.ptr()) != 0)
+          if (PyDict_SetItem(counts.ptr(), PyTuple_GET_ITEM(keys.ptr(), i), value.ptr()) != 0)
             throw py::error_already_set();
       },
       "counts"_a, "keys"_a, "value"_a);
@@ -85,8 +94,10 @@ void bind_prepared(py::module_& m) {
   // for new keys) so a rejected call can restore them.
   m.def(
       "_bump_counts",
-      [](py::dict counts, py::list keys, py::int_ begin) {
-        const Py_ssize_t n = PyList_GET_SIZE(keys.ptr());
+      [](py::dict counts, py::list key_list, py::int_ begin) {
+        // A key's __hash__ / __eq__ may mutate the list: iterate over a snapshot.
+        py::tuple keys = snapshot_sequence(key_list, "_bump_counts", "keys");
+        const Py_ssize_t n = PyTuple_GET_SIZE(keys.ptr());
         py::list old(n);
         long long highest = 0;
         PyObject* one = PyLong_FromLong(1);
@@ -96,7 +107,7 @@ void bind_prepared(py::module_& m) {
         py::object last_next;
         long long last_value = 0;
         for (Py_ssize_t i = 0; i < n; ++i) {
-          PyObject* key = PyList_GET_ITEM(keys.ptr(), i);
+          PyObject* key = PyTuple_GET_ITEM(keys.ptr(), i);
           PyObject* cur = PyDict_GetItemWithError(counts.ptr(), key);  // borrowed
           if (cur == nullptr && PyErr_Occurred()) throw py::error_already_set();
           PyObject* base = cur != nullptr ? cur : begin.ptr();

@@ -210,7 +210,8 @@ void fill_view(const DLTensor& t, std::uint64_t flags, bool versioned, int trust
 
   // Strides in elements. NULL = compact row-major (DLPack < 1.2). Size-1 dimensions may carry any
   // stride: they are normalised to the row-major value, so only real layout differences remain. The
-  // C++ API then rejects what is not C-contiguous (negative, zero, gapped or permuted strides).
+  // C++ API then accepts dense layouts shared by all arrays of an update (a transposed array,
+  // channels_last) and rejects the rest (negative, zero, gapped strides; strides that differ).
   view->has_strides = false;
   if (ndim > 0 && t.strides != nullptr && numel > 0) {
     std::int64_t expected = 1;
@@ -249,6 +250,25 @@ Stream to_stream(const py::handle& s) {
   return Stream{v == 1 ? nullptr : reinterpret_cast<void*>(v)};
 }
 
+// ---- PyTorch-only checks -----------------------------------------------------------------------------
+
+/// The end of the message for a tensor with the negative bit (fusedopt._arrays._NEG_MESSAGE).
+std::string torch_neg_message() {
+  return py::module_::import("fusedopt._arrays").attr("_NEG_MESSAGE").cast<std::string>();
+}
+
+/// The exact storage check (Python: fusedopt._arrays._torch_storage_problem).
+void check_torch_storage(py::handle obj, const ArgLabel& label) {
+  PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> fn;
+  const py::object& f =
+      fn.call_once_and_store_result([] {
+          return py::module_::import("fusedopt._arrays").attr("_torch_storage_problem");
+        }).get_stored();
+  note_callback();
+  py::object problem = f(obj);
+  if (!problem.is_none()) throw ValueError(label.str() + problem.cast<std::string>());
+}
+
 // ---- the C exchange API (DLPack 1.2+) ---------------------------------------------------------------
 
 /// Conversions done through a producer's C exchange API (for the tests) and whether it may be used.
@@ -262,21 +282,25 @@ struct ExchangeEntry {
   PyTypeObject* type;
   py::object type_ref, capsule;
   const DLPackExchangeAPI* api;
+  /// The type's `is_neg` method descriptor (PyTorch): a tensor with the negative bit set exports its
+  /// memory without the sign, so it is refused.
+  py::object is_neg;
 };
 
 /// The exchange table for objects of `obj`'s type, or null. `fusedopt._arrays._exchange_allowed(type)`
 /// decides which types may skip __dlpack__: those of producers whose arrays are known writable and
 /// never copied on export, and whose __dlpack__ is not overridden (a subclass that customises its
 /// export keeps it). The table must be of our major version and provide the two functions we call.
-const DLPackExchangeAPI* exchange_api_for(py::handle obj) {
+const ExchangeEntry& exchange_entry_for(py::handle obj) {
   PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<std::vector<ExchangeEntry>> storage;
   auto& cache = storage.call_once_and_store_result([] { return std::vector<ExchangeEntry>(); })
                     .get_stored();
   PyTypeObject* tp = Py_TYPE(obj.ptr());
   for (const ExchangeEntry& e : cache)
-    if (e.type == tp) return e.api;
+    if (e.type == tp) return e;
+  note_callback();  // _exchange_allowed is Python code
   ExchangeEntry entry{tp, py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(tp)),
-                      py::object(), nullptr};
+                      py::object(), nullptr, py::object()};
   PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> allowed;
   const py::object& allowed_fn =
       allowed
@@ -288,18 +312,42 @@ const DLPackExchangeAPI* exchange_api_for(py::handle obj) {
     if (cap != nullptr && PyCapsule_IsValid(cap, kExchangeApiCapsuleName)) {
       const auto* api =
           static_cast<const DLPackExchangeAPI*>(PyCapsule_GetPointer(cap, kExchangeApiCapsuleName));
+      PyObject* is_neg = PyObject_GetAttrString(entry.type_ref.ptr(), "is_neg");
       if (api != nullptr && api->header.version.major == kMajorVersion &&
-          api->dltensor_from_py_object_no_sync != nullptr && api->current_work_stream != nullptr) {
+          api->dltensor_from_py_object_no_sync != nullptr && api->current_work_stream != nullptr &&
+          is_neg != nullptr) {
         entry.api = api;
         entry.capsule = py::reinterpret_steal<py::object>(cap);
+        entry.is_neg = py::reinterpret_steal<py::object>(is_neg);
         cap = nullptr;
+        is_neg = nullptr;
       }
+      Py_XDECREF(is_neg);
     }
     Py_XDECREF(cap);
     PyErr_Clear();  // no attribute / not a capsule: the type just has no usable table
   }
   cache.push_back(std::move(entry));
-  return cache.back().api;
+  return cache.back();
+}
+
+/// A data pointer below 4 GiB is where PyTorch's view of a storage resized to 0 bytes points
+/// (storage_offset * itemsize past a null storage): worth the exact (Python) check of the storage.
+constexpr std::uintptr_t kSuspiciousAddress = std::uintptr_t{1} << 32;
+
+/// Raises when a PyTorch tensor cannot be used as it is exported: the negative bit (the memory holds
+/// the values without the sign) or elements outside its storage (resized, e.g. to 0 bytes, by
+/// `untyped_storage().resize_(0)`; the exported pointer then is not null but points nowhere).
+void check_torch_tensor(py::handle obj, const ExchangeEntry& e, const TensorView& view,
+                        const ArgLabel& label) {
+  PyObject* self = obj.ptr();
+  PyObject* r = PyObject_Vectorcall(e.is_neg.ptr(), &self, 1, nullptr);
+  if (r == nullptr) throw py::error_already_set();
+  const bool neg = r == Py_True;
+  Py_DECREF(r);
+  if (neg) throw TypeError(label.str() + torch_neg_message());
+  if (view.numel() > 0 && reinterpret_cast<std::uintptr_t>(view.data) < kSuspiciousAddress)
+    check_torch_storage(obj, label);
 }
 
 /// The exchange-API path of import_dlpack: a view of `obj` without __dlpack__, or nullopt (no Python
@@ -307,7 +355,8 @@ const DLPackExchangeAPI* exchange_api_for(py::handle obj) {
 /// the reason (or, for a torch tensor that requires grad, detaches it).
 std::optional<ArrayRef> import_exchange(py::handle obj, const ArgLabel& label, bool output) {
   if (!g_exchange_enabled) return std::nullopt;
-  const DLPackExchangeAPI* api = exchange_api_for(obj);
+  const ExchangeEntry& entry = exchange_entry_for(obj);
+  const DLPackExchangeAPI* api = entry.api;
   if (api == nullptr) return std::nullopt;
   DLTensor t{};
   if (api->dltensor_from_py_object_no_sync(obj.ptr(), &t) != 0) {
@@ -317,6 +366,7 @@ std::optional<ArrayRef> import_exchange(py::handle obj, const ArgLabel& label, b
   ArrayRef ref;
   // What the table gives is a plain DLTensor (no flags): the producer is a known-writable one.
   fill_view(t, 0, false, kKnownWritable, output, label, obj, &ref.view);
+  check_torch_tensor(obj, entry, ref.view, label);
   if (ref.view.device.type == DeviceType::kCUDA) {
     // Launch on the producer's current stream, as the __dlpack__ path does (no synchronisation).
     void* stream = nullptr;
@@ -354,9 +404,32 @@ void DLPackHolder::reset() noexcept {
   }
 }
 
+int exchange_matches(py::handle obj, const TensorView& view) {
+  const DLPackExchangeAPI* api = exchange_entry_for(obj).api;
+  if (api == nullptr) return -1;
+  DLTensor t{};
+  if (api->dltensor_from_py_object_no_sync(obj.ptr(), &t) != 0) {
+    PyErr_Clear();
+    return 0;
+  }
+  DType dtype;
+  const void* data = t.data == nullptr ? nullptr : static_cast<char*>(t.data) + t.byte_offset;
+  if (data != view.data || t.ndim != view.ndim || !dtype_of(t.dtype, &dtype) || dtype != view.dtype ||
+      t.device.device_type != static_cast<std::int32_t>(view.device.type) ||
+      (view.device.type != DeviceType::kCPU && t.device.device_id != view.device.id))
+    return 0;
+  for (std::int32_t i = 0; i < t.ndim; ++i)
+    if (t.shape[i] != view.shape[static_cast<std::size_t>(i)]) return 0;
+  if (t.strides != nullptr && view.numel() > 0)
+    for (std::int32_t i = 0; i < t.ndim; ++i)
+      if (t.shape[i] != 1 && t.strides[i] != view.stride(i)) return 0;
+  return 1;
+}
+
 std::optional<ArrayRef> import_dlpack(py::handle obj, const ArgLabel& label, bool output) {
   // PyTorch's C exchange table first: no attribute lookup, capsule or deleter per array.
   if (std::optional<ArrayRef> fast = import_exchange(obj, label, output)) return fast;
+  note_callback();  // from here on, Python code runs: hasattr, the adapter, __dlpack__
   if (!py::hasattr(obj, "__dlpack__")) return std::nullopt;
   const std::string name = label.str();
   auto producer = [&obj] { return type_name(obj); };
@@ -364,6 +437,12 @@ std::optional<ArrayRef> import_dlpack(py::handle obj, const ArgLabel& label, boo
   py::object src = exported[0];
   py::object stream = exported[1];
   const int trust = exported[2].cast<int>();
+  if (!exported[3].is_none()) {  // PyTorch: negative bit, elements outside the storage
+    py::tuple problem = exported[3];
+    const std::string msg = name + problem[1].cast<std::string>();
+    if (problem[0].cast<bool>()) throw TypeError(msg);
+    throw ValueError(msg);
+  }
   if (trust == kImmutable && output)
     throw TypeError(name + " is an immutable " + producer() +
                     " array; fusedopt updates weights and states in place, which JAX arrays do not "
@@ -600,6 +679,9 @@ void bind_dlpack_testing(py::module_& m) {
       "_testing", "Test helpers for fusedopt's DLPack consumer (private; not part of the API).");
 
   sub.def(
+      "callback_epoch", [] { return callback_epoch(); },
+      "Calls into Python code during argument conversion so far (Note [callbacks during conversion]).");
+  sub.def(
       "exchange_conversions", [] { return g_exchange_conversions; },
       "Arguments converted through a producer's DLPack C exchange API so far.");
   sub.def(
@@ -681,6 +763,7 @@ dtype = (code, bits, lanes), device = (type, id). `versioned`: a "dltensor_versi
                                            v.strides.begin(), v.strides.begin() + v.ndim))
                                      : py::none();
         d["contiguous"] = v.is_contiguous();
+        d["dense"] = v.is_dense();
         d["read_only"] = v.read_only;
         d["device"] = py::make_tuple(static_cast<int>(v.device.type), v.device.id);
         d["stream"] = r.stream ? py::cast(reinterpret_cast<std::uintptr_t>(r.stream->handle))

@@ -23,6 +23,8 @@
 #include <optional>
 #include <string>
 
+#include "fusedopt/tensor_view.h"
+
 namespace fusedopt::python {
 
 namespace py = pybind11;
@@ -73,6 +75,11 @@ class DLPackHolder {
 /// for arrays the operator writes (weights, states, masters): a copied (IS_COPIED) or untrusted legacy
 /// tensor is refused for those, accepted for grads.
 std::optional<ArrayRef> import_dlpack(py::handle obj, const ArgLabel& label, bool output);
+
+/// Whether `obj` still exports exactly `view` (memory, dtype, shape, strides, device), re-read through
+/// its producer's C exchange table (PyTorch) without running Python code: 1 yes, 0 no, -1 when
+/// `obj`'s type has no exchange table fusedopt uses.
+int exchange_matches(py::handle obj, const TensorView& view);
 
 /// Registers `_core._testing`: a hand-made DLPack producer for the consumer's tests
 /// (`make_tensor(...)`) and `inspect(obj, name)`, which returns the view `to_array_ref` builds.

@@ -227,21 +227,22 @@ TEST_F(ApiErrors, ShapeMismatch) {
 }
 
 TEST_F(ApiErrors, NonContiguous) {
-  EXPECT_REJECTED(ValueError, N({"sgd_update", "weight", "contiguous"}),
+  // A transposed array is dense: accepted only when every array of the update has its strides.
+  EXPECT_REJECTED(ValueError, N({"sgd_update", "grad", "strides of weight"}),
                   fusedopt::sgd_update(transposed(w()), g(), sgd()));
-  EXPECT_REJECTED(ValueError, N({"sgd_update", "grad", "contiguous"}),
+  EXPECT_REJECTED(ValueError, N({"sgd_update", "grad", "strides of weight"}),
                   fusedopt::sgd_update(w(), transposed(g()), sgd()));
-  EXPECT_REJECTED(ValueError, N({"sgd_mom_update", "mom", "contiguous"}),
+  EXPECT_REJECTED(ValueError, N({"sgd_mom_update", "mom", "strides of weight"}),
                   fusedopt::sgd_mom_update(w(), g(), transposed(m()), sgd()));
-  EXPECT_REJECTED(ValueError, N({"mp_sgd_update", "weight32", "contiguous"}),
+  EXPECT_REJECTED(ValueError, N({"mp_sgd_update", "weight32", "strides of weight"}),
                   fusedopt::mp_sgd_update(hw(), hg(), transposed(w32()), sgd()));
-  EXPECT_REJECTED(ValueError, N({"dcasgd_update", "prev", "contiguous"}),
+  EXPECT_REJECTED(ValueError, N({"dcasgd_update", "prev", "strides of weight"}),
                   fusedopt::dcasgd_update(w(), g(), nullptr, transposed(prev()), dca()));
-  // A strided view of every other element (stride 2) is not contiguous either.
+  // A strided view of every other element (stride 2) is not dense.
   TensorView every_other = arena.view(0, DType::kFloat32, {8});
   every_other.has_strides = true;
   every_other.strides[0] = 2;
-  EXPECT_REJECTED(ValueError, N({"sgd_update", "weight", "contiguous"}),
+  EXPECT_REJECTED(ValueError, N({"sgd_update", "weight", "dense"}),
                   fusedopt::sgd_update(every_other, arena.view(1, DType::kFloat32, {8}), sgd()));
 }
 
@@ -573,7 +574,7 @@ TEST_F(ApiErrors, BadLastTensorLeavesTheFirstOnesUntouched) {
   TensorView strided = arena.view(2, DType::kFloat32, {16}, 256);
   strided.has_strides = true;
   strided.strides[0] = 2;
-  EXPECT_REJECTED(ValueError, N({"multi_sgd_mom_update", "moms[4]", "contiguous"}),
+  EXPECT_REJECTED(ValueError, N({"multi_sgd_mom_update", "moms[4]", "strides of weights[4]"}),
                   fusedopt::multi_sgd_mom_update(ws, gs, with(ms, strided), multi(5)));
   auto p = multi(5);
   p.lrs[4] = kNaN;
@@ -783,6 +784,94 @@ TEST_F(ApiErrors, DeviceMismatch) {
   EXPECT_REJECTED(ValueError, N({"multi_sgd_update", "weights[1]", "device"}),
                   fusedopt::multi_sgd_update({a, on(b, DeviceType::kCUDAManaged)},
                                              {ga, on(gb, DeviceType::kCUDAManaged)}, multi(2)));
+}
+
+}  // namespace
+
+// ---- hostile inputs (issue 13): entries named, effective rates, indices aliasing, huge zero-width ---------
+namespace {
+
+TEST(Hardening, AggregatedRateErrorsNameTheEntry) {
+  std::vector<float> a(4, 1.0f), b(4, 1.0f), ga(4, 0.5f), gb(4, 0.5f);
+  fusedopt::MultiSgdParams p;
+  p.lrs = {0.1, -2.0};
+  p.wds = {0.0, 0.0};
+  try {
+    fusedopt::multi_sgd_update({TensorView(a.data(), DType::kFloat32, {4}), TensorView(b.data(), DType::kFloat32, {4})},
+                               {TensorView(ga.data(), DType::kFloat32, {4}), TensorView(gb.data(), DType::kFloat32, {4})}, p);
+    ADD_FAILURE() << "accepted a negative lr";
+  } catch (const fusedopt::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("multi_sgd_update: lrs[1] must be a finite number >= 0, got -2"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(a, std::vector<float>(4, 1.0f));
+}
+
+TEST(Hardening, PreparedStepChecksEffectiveRatesBeforeAnyWrite) {
+  std::vector<float> w0(8, 1.0f), w1(8, 1.0f), g(16, 0.5f);
+  auto prepared = fusedopt::PreparedUpdate::sgd(
+      {TensorView(w0.data(), DType::kFloat32, {8}), TensorView(w1.data(), DType::kFloat32, {8})},
+      {TensorView(g.data(), DType::kFloat32, {8}), TensorView(g.data() + 8, DType::kFloat32, {8})}, {}, {},
+      {1.0, 1e300}, {});
+  try {
+    prepared.step(1e10, 0.0);
+    ADD_FAILURE() << "an infinite effective lr was accepted";
+  } catch (const fusedopt::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("lr * lr_mult[1] must be a finite number >= 0, got inf"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(w0, std::vector<float>(8, 1.0f));  // tensor 0 (finite rate) not written either
+  EXPECT_EQ(w1, std::vector<float>(8, 1.0f));
+  prepared.step(0.5, 0.0, 0.0, 1.0, std::nullopt, 0.0);  // a finite rate still works
+  EXPECT_FLOAT_EQ(w0[0], 0.75f);
+}
+
+TEST(Hardening, RowSparseIndicesTakePartInTheOverlapCheck) {
+  std::vector<float> wb(8, 1.0f), rows(2, 0.5f);
+  auto* idx = reinterpret_cast<std::int64_t*>(wb.data());  // indices inside the weight's memory
+  idx[0] = 1;
+  const std::vector<float> before = wb;
+  fusedopt::RowSparseView g;
+  g.data = TensorView(rows.data(), DType::kFloat32, {1, 2});
+  g.indices = idx;
+  g.num_indices = 1;
+  g.ndim = 2;
+  g.shape[0] = 4;
+  g.shape[1] = 2;
+  fusedopt::SgdParams p;
+  p.lr = 0.1;
+  try {
+    fusedopt::sgd_update(TensorView(wb.data(), DType::kFloat32, {4, 2}), g, p);
+    ADD_FAILURE() << "indices aliasing the weight were accepted";
+  } catch (const fusedopt::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("grad.indices overlaps weight"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(wb, before);
+}
+
+TEST(Hardening, ZeroWidthRowSparseOfHugeRowCountNeedsNoRowSizedScratch) {
+  const std::int64_t rows = std::int64_t{1} << 40;
+  float dummy = 0.0f;
+  std::vector<std::int64_t> idx{rows - 1, 3};
+  fusedopt::RowSparseView g;
+  g.data = TensorView(&dummy, DType::kFloat32, {2, 0});
+  g.indices = idx.data();
+  g.num_indices = 2;
+  g.ndim = 2;
+  g.shape[0] = rows;
+  g.shape[1] = 0;
+  for (bool lazy : {true, false}) {
+    fusedopt::SgdParams p;
+    p.lr = 0.1;
+    p.lazy_update = lazy;
+    EXPECT_NO_THROW(fusedopt::sgd_update(TensorView(&dummy, DType::kFloat32, {rows, 0}), g, p));
+    idx[1] = rows - 1;  // a duplicate is still found (sorted copy, not a bitmap)
+    EXPECT_THROW(fusedopt::sgd_update(TensorView(&dummy, DType::kFloat32, {rows, 0}), g, p),
+                 fusedopt::ValueError);
+    idx[1] = 3;
+  }
 }
 
 }  // namespace

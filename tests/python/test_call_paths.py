@@ -199,9 +199,10 @@ def test_rates_accept_any_sequence_of_numbers(rng, kind):
 @pytest.mark.parametrize("bad,match", [
     (0.1, r"multi_sgd_update: lrs must be a sequence of numbers, got float"),
     ("abc", r"lrs must be a sequence of numbers, got str"),
-    ([0.1, "x", 0.1], r"lrs\[1\] must be a number, got str"),
-    ([0.1, None, 0.1], r"lrs\[1\] must be a number, got NoneType"),
-    ([0.1, 0.1, b"1"], r"lrs\[2\] must be a number, got bytes"),
+    ([0.1, "x", 0.1], r"lrs\[1\] must be a real number \(float or int\), got str"),
+    ([0.1, None, 0.1], r"lrs\[1\] must be a real number \(float or int\), got NoneType"),
+    ([0.1, 0.1, b"1"], r"lrs\[2\] must be a real number \(float or int\), got bytes"),
+    ([0.1, True, 0.1], r"lrs\[1\] must be a real number \(float or int\), got bool"),
 ])
 def test_rates_bad_types_are_type_errors(rng, bad, match):
     ws, gs, _ = _tensors(rng, [(5,), (6,), (7,)], [F32] * 3, False)

@@ -92,12 +92,15 @@ const CpuKernelTable* checked_table(const std::string& name, const char* origin)
                           "' (expected one of: ", supported_list(), ")");
 }
 
+void build_tables_locked() {
+  if (g_tables != nullptr) return;
+  auto* tables = new std::vector<CpuKernelTable>();
+  for (const auto& c : compiled()) tables->push_back(c.make());
+  g_tables = tables;
+}
+
 const CpuKernelTable* init_locked() {
-  if (g_tables == nullptr) {
-    auto* tables = new std::vector<CpuKernelTable>();
-    for (const auto& c : compiled()) tables->push_back(c.make());
-    g_tables = tables;
-  }
+  build_tables_locked();
   const CpuKernelTable* chosen = nullptr;
   const char* env = std::getenv("FUSEDOPT_CPU_CAPABILITY");
   if (env != nullptr && *env != '\0') {
@@ -135,8 +138,9 @@ std::vector<std::string> supported_cpu_capabilities() {
 }
 
 void set_cpu_capability(const std::string& name) {
-  detail::cpu_kernels();  // builds the tables (and validates the environment variable once)
+  // An explicit choice overrides FUSEDOPT_CPU_CAPABILITY: an invalid value there must not stop it.
   std::lock_guard<std::mutex> lock(detail::g_mutex);
+  detail::build_tables_locked();
   detail::g_current.store(detail::checked_table(name, "set_cpu_capability"),
                           std::memory_order_release);
 }
