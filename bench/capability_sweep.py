@@ -22,6 +22,8 @@ Usage:
                                                         [--rounds 21] [--caps avx2,avx512] [--json out.json]
 ``--json`` merges into an existing file (cells keyed by rule and size), so a long sweep can be run in
 parts of a few minutes each. Every size of every rule takes about 1-3 s at 1 thread.
+``--summary FILE`` prints the cells of a JSON file as Markdown tables (auto/best, avx2/best without
+AVX-512, and auto against torch) and exits.
 """
 
 from __future__ import annotations
@@ -221,7 +223,7 @@ def summarize(samples: dict[str, list[float]], caps: list[str], auto: str) -> di
     out: dict[str, Any] = {"median_s": med, "q1_s": q1, "best": best,
                            "auto_over_best": paired(samples[auto], samples[best])}
     no512 = [c for c in caps if c != "avx512"]
-    if "avx2" in no512:
+    if "avx2" in no512 and "baseline" in no512:
         best2 = min(no512, key=lambda c: med[c])
         out["best_without_avx512"] = best2
         out["avx2_over_best_without_avx512"] = paired(samples["avx2"], samples[best2])
@@ -268,7 +270,47 @@ ALL_RULES = ("sgd/f32", "sgd_mom/f32", "sgd/f64", "sgd_mom/f16", "mp_sgd/f16", "
              "multi_sgd_mom/f32", "multi_mp_sgd_mom/bf16", "rsp_lazy_sgd_mom/f32", "rsp_std_sgd_mom/f32")
 
 
+def print_summary(path: str) -> None:
+    with open(path) as f:
+        data = json.load(f)
+    cells = data["cells"]
+    sizes = sorted({c[0]["size"] for c in cells.values()})
+    rules = [r for r in ALL_RULES if any(c[0]["rule"] == r for c in cells.values())]
+
+    def table(title: str, key: str, rows: list[str]) -> None:
+        print(f"\n{title}\n\n| rule | " + " | ".join(size_label(n) for n in sizes) + " | worst |")
+        print("|---" * (len(sizes) + 2) + "|")
+        for r in rows:
+            vals, worst = [], 0.0
+            for n in sizes:
+                runs = [c[key]["median"] for c in cells.get(f"{r}/{size_label(n)}", []) if key in c]
+                if not runs:
+                    vals.append("")
+                    continue
+                med = statistics.median(runs)
+                worst = max(worst, med)
+                spread = f" [{min(runs):.2f}-{max(runs):.2f}]" if len(runs) > 1 else ""
+                vals.append(f"{med:.3f}{spread}")
+            print(f"| {r} | " + " | ".join(vals) + f" | {worst:.3f} |")
+
+    print("Each cell: median over runs of the per-run median of paired ratios, [min-max over runs] when "
+          "there are several; worst = the largest over sizes.")
+    table("auto / fastest capability", "auto_over_best", rules)
+    table("avx2 / fastest of baseline and avx2 (what a CPU without AVX-512 chooses among; proxy measured "
+          "on this CPU)", "avx2_over_best_without_avx512", rules)
+    tr = [r for r in rules if r in ("sgd/f32", "sgd_mom/f32")]
+    table("auto / torch._fused_sgd_ (same buffers)", "auto_over_torch_raw", tr)
+    table("auto / torch.optim.SGD(fused=True).step() (same buffers)", "auto_over_torch_fused", tr)
+    for i, m in enumerate(data["runs"]):
+        print(f"\nrun {i}: {m['date']}, {m['cpu']}, commit {m['commit']}, auto {m['auto']}, caps "
+              f"{m['capabilities']}, {m['threads']} thread(s), {m['rounds']} rounds, load "
+              f"{m['loadavg_before'][0]:.2f} -> {m['loadavg_after'][0]:.2f}")
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--summary":
+        print_summary(sys.argv[2])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rules", default="", help="regex over rule names " + ", ".join(ALL_RULES))
     ap.add_argument("--sizes", default=DEFAULT_SIZES, help=f"elements, K/M suffixes (default {DEFAULT_SIZES})")
@@ -345,7 +387,7 @@ def main() -> None:
         data["runs"].append(meta)
         for key, s in cells.items():
             s["run"] = run_id
-            data["cells"][key] = s
+            data["cells"].setdefault(key, []).append(s)
         with open(args.json, "w") as f:
             json.dump(data, f, indent=1)
 
