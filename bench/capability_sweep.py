@@ -277,13 +277,33 @@ def print_summary(path: str) -> None:
     sizes = sorted({c[0]["size"] for c in cells.values()})
     rules = [r for r in ALL_RULES if any(c[0]["rule"] == r for c in cells.values())]
 
+    def lower_quartile_ratio(c: dict[str, Any], peer: str, others: list[str]) -> float | None:
+        q = c["q1_s"]
+        pool = [p for p in others if p in q]
+        return q[peer] / min(q[p] for p in pool) if peer in q and pool else None
+
+    def get(c: dict[str, Any], key: str) -> float | None:
+        """A ratio of one run's cell: "key" (paired median) or "q1:<peer>:<others>" (lower quartiles)."""
+        if key.startswith("q1:"):
+            _, peer, others = key.split(":")
+            if peer == "auto":
+                peer = data["runs"][c["run"]]["auto"]
+            pool = [p for p in c["q1_s"] if p not in ("torch_raw", "torch_fused")] if others == "caps" \
+                else others.split(",")
+            if others == "no512" and "baseline" not in c["q1_s"]:
+                return None
+            if others == "no512":
+                pool = ["baseline", "avx2"]
+            return lower_quartile_ratio(c, peer, pool)
+        return c[key]["median"] if key in c else None
+
     def table(title: str, key: str, rows: list[str]) -> None:
         print(f"\n{title}\n\n| rule | " + " | ".join(size_label(n) for n in sizes) + " | worst |")
         print("|---" * (len(sizes) + 2) + "|")
         for r in rows:
             vals, worst = [], 0.0
             for n in sizes:
-                runs = [c[key]["median"] for c in cells.get(f"{r}/{size_label(n)}", []) if key in c]
+                runs = [x for x in (get(c, key) for c in cells.get(f"{r}/{size_label(n)}", [])) if x is not None]
                 if not runs:
                     vals.append("")
                     continue
@@ -293,14 +313,20 @@ def print_summary(path: str) -> None:
                 vals.append(f"{med:.3f}{spread}")
             print(f"| {r} | " + " | ".join(vals) + f" | {worst:.3f} |")
 
-    print("Each cell: median over runs of the per-run median of paired ratios, [min-max over runs] when "
-          "there are several; worst = the largest over sizes.")
-    table("auto / fastest capability", "auto_over_best", rules)
+    print("Each cell: median over runs of one run's ratio, [min-max over runs] when there are several; "
+          "worst = the largest over sizes. 'paired' = the median of the per-round paired ratios; "
+          "'lower quartile' = the ratio of the lower-quartile times (robust when other processes "
+          "preempt more than half of the samples).")
+    table("auto / fastest capability, paired", "auto_over_best", rules)
+    table("auto / fastest capability, lower quartile", "q1:auto:caps", rules)
     table("avx2 / fastest of baseline and avx2 (what a CPU without AVX-512 chooses among; proxy measured "
-          "on this CPU)", "avx2_over_best_without_avx512", rules)
+          "on this CPU), paired", "avx2_over_best_without_avx512", rules)
+    table("the same, lower quartile", "q1:avx2:no512", rules)
     tr = [r for r in rules if r in ("sgd/f32", "sgd_mom/f32")]
-    table("auto / torch._fused_sgd_ (same buffers)", "auto_over_torch_raw", tr)
-    table("auto / torch.optim.SGD(fused=True).step() (same buffers)", "auto_over_torch_fused", tr)
+    table("auto / torch._fused_sgd_ (same buffers), paired", "auto_over_torch_raw", tr)
+    table("the same, lower quartile", "q1:auto:torch_raw", tr)
+    table("auto / torch.optim.SGD(fused=True).step() (same buffers), paired", "auto_over_torch_fused", tr)
+    table("the same, lower quartile", "q1:auto:torch_fused", tr)
     for i, m in enumerate(data["runs"]):
         print(f"\nrun {i}: {m['date']}, {m['cpu']}, commit {m['commit']}, auto {m['auto']}, caps "
               f"{m['capabilities']}, {m['threads']} thread(s), {m['rounds']} rounds, load "
