@@ -13,25 +13,22 @@ typedef void (*F)(float*, const float*, float*, int64_t, P);
 
 #ifdef PROBE_KERNELS
 #include <immintrin.h>
+/* one element of the rule (wd after the rescaled gradient, lr inside the momentum) */
+#define SGD_MOM_ELEMENT(i)                     \
+  do {                                         \
+    float wi = w[i];                           \
+    float r = p.rs * g[i] + p.wd * wi;         \
+    float mi = p.mom * m[i] - p.lr * r;        \
+    m[i] = mi;                                 \
+    w[i] = wi + mi;                            \
+  } while (0)
 static inline void body(float* restrict w, const float* restrict g, float* restrict m, int64_t n, P p) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    float wi = w[i];
-    float r = p.rs * g[i] + p.wd * wi;
-    float mi = p.mom * m[i] - p.lr * r;
-    m[i] = mi;
-    w[i] = wi + mi;
-  }
+  for (int64_t i = 0; i < n; ++i) SGD_MOM_ELEMENT(i);
 }
 static inline void body_u2(float* restrict w, const float* restrict g, float* restrict m, int64_t n, P p) {
 #pragma GCC unroll 2
-  for (int64_t i = 0; i < n; ++i) {
-    float wi = w[i];
-    float r = p.rs * g[i] + p.wd * wi;
-    float mi = p.mom * m[i] - p.lr * r;
-    m[i] = mi;
-    w[i] = wi + mi;
-  }
+  for (int64_t i = 0; i < n; ++i) SGD_MOM_ELEMENT(i);
 }
 static int64_t head(const float* w, int64_t n) {
   int64_t h = (int64_t)((64 - ((uintptr_t)w & 63)) & 63) / 4;

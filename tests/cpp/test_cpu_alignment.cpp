@@ -80,18 +80,6 @@ DType dtype_of() {
   return sizeof(T) == 4 ? DType::kFloat32 : DType::kFloat64;
 }
 
-enum class Rule { kSgd, kSgdMom, kDcasgd, kDcasgdMom };
-
-const char* rule_name(Rule r) {
-  switch (r) {
-    case Rule::kSgd: return "sgd";
-    case Rule::kSgdMom: return "sgd_mom";
-    case Rule::kDcasgd: return "dcasgd";
-    case Rule::kDcasgdMom: return "dcasgd_mom";
-  }
-  return "?";
-}
-
 ::testing::AssertionResult close(const char* what, double got, double want, double atol, double rtol,
                                  std::int64_t i) {
   if (std::fabs(got - want) <= atol + rtol * std::fabs(want)) return ::testing::AssertionSuccess();
@@ -100,10 +88,8 @@ const char* rule_name(Rule r) {
 
 /// One rule on one set of offsets and one size, 3 steps, against the reference.
 template <class T>
-void run_case(Rule rule, std::int64_t n, std::int64_t ow, std::int64_t og, std::int64_t om,
+void run_case(bool mom, bool dca, std::int64_t n, std::int64_t ow, std::int64_t og, std::int64_t om,
               std::int64_t op, bool clip) {
-  const bool mom = rule == Rule::kSgdMom || rule == Rule::kDcasgdMom;
-  const bool dca = rule == Rule::kDcasgd || rule == Rule::kDcasgdMom;
   const double tol = sizeof(T) == 4 ? 1e-5 : 1e-12, atol = sizeof(T) == 4 ? 1e-6 : 1e-12;
   Operand<T> w(n, ow), g(n, og), m(n, om), prev(n, op);
   std::vector<double> rw(uz(n)), rg(uz(n)), rm, rprev;
@@ -196,24 +182,26 @@ template <class T>
 void run_all_offsets() {
   constexpr std::int64_t per_line = kLine / static_cast<std::int64_t>(sizeof(T));
   const std::int64_t sizes[] = {1, 3, 8, 15, 16, 17, 40, 100, 1001};
-  for (Rule rule : {Rule::kSgd, Rule::kSgdMom, Rule::kDcasgd, Rule::kDcasgdMom}) {
+  for (int rule = 0; rule < 4; ++rule) {  // sgd, sgd_mom, dcasgd, dcasgd_mom
+    const bool mom = (rule & 1) != 0, dca = (rule & 2) != 0;
+    const std::string name = std::string(dca ? "dcasgd" : "sgd") + (mom ? "_mom" : "");
     for (std::int64_t ow = 0; ow < per_line; ++ow) {
       // the other operands sit elsewhere in their lines (NumPy gives them all the same offset; a
       // view into a larger array need not)
       const std::int64_t og = (ow * 5 + 3) % per_line, om = (ow + 1) % per_line, op = per_line - 1 - ow;
       for (std::int64_t n : sizes) {
         for (bool clip : {false, true}) {
-          SCOPED_TRACE(std::string(rule_name(rule)) + " n " + std::to_string(n) + " offsets w " +
+          SCOPED_TRACE(name + " n " + std::to_string(n) + " offsets w " +
                        std::to_string(ow) + " g " + std::to_string(og) + " m " + std::to_string(om) +
                        (clip ? " clip+wd" : ""));
-          run_case<T>(rule, n, ow, og, om, op, clip);
+          run_case<T>(mom, dca, n, ow, og, om, op, clip);
           if (::testing::Test::HasFatalFailure()) return;
         }
       }
       if (ow != 0 && ow != 1 && ow != per_line / 2 + 1 && ow != per_line - 1) continue;
       for (std::int64_t same : {ow, std::int64_t{0}}) {  // all at one offset, as NumPy places them
-        SCOPED_TRACE(std::string(rule_name(rule)) + " n 70001 all at offset " + std::to_string(same));
-        run_case<T>(rule, 70001, same, same, same, same, ow % 2 == 1);
+        SCOPED_TRACE(name + " n 70001 all at offset " + std::to_string(same));
+        run_case<T>(mom, dca, 70001, same, same, same, same, ow % 2 == 1);
         if (::testing::Test::HasFatalFailure()) return;
       }
     }
