@@ -2,21 +2,36 @@
 # Runs every fusedopt test on this machine: installs the package (pip, scikit-build-core), builds and
 # runs the C++ tests (ctest), runs the Python suite against the installed package once per CPU
 # capability this CPU supports and once more per array library (torch views and CPU copies; torch
-# CUDA and CuPy copies when a GPU is present), and smoke-runs the benchmark binaries when built.
+# CUDA and CuPy copies when a GPU is present), and, with FUSEDOPT_TEST_BENCH=ON (as .ci/run sets),
+# builds and smoke-runs the benchmark binaries; it says so when it skips any of these.
+# Needs: CMake, a C++17 compiler, GoogleTest (libgtest-dev); Google Benchmark (libbenchmark-dev) for
+# the benchmark smoke run. Uses Ninja when it is on PATH, else CMake's default generator.
 # Usage: bash tests/run_all.sh        (from anywhere; uses the python3 on PATH)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-python3}"
 jobs="${FUSEDOPT_JOBS:-$(nproc)}"
 build="${FUSEDOPT_TEST_BUILD_DIR:-$root/build/tests}"
+bench="${FUSEDOPT_TEST_BENCH:-OFF}"
+if command -v ninja >/dev/null 2>&1; then
+  gen=(-G Ninja)
+else
+  gen=()
+  echo "-- ninja is not on PATH: using CMake's default generator"
+fi
 
 echo "== install fusedopt (Python package) =="
 "$py" -m pip install -q "$root[test]"
 
 echo "== C++ tests (ctest) =="
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFUSEDOPT_BUILD_TESTS=ON \
-  -DFUSEDOPT_BUILD_BENCH="${FUSEDOPT_TEST_BENCH:-OFF}" >/dev/null
+cmake -S "$root" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DFUSEDOPT_BUILD_TESTS=ON \
+  -DFUSEDOPT_BUILD_BENCH="$bench" >/dev/null
 cmake --build "$build" -j "$jobs"
+if ! ctest --test-dir "$build" -N | grep -q "Total Tests: [1-9]"; then
+  echo "error: no C++ tests were built: GoogleTest was not found (apt-get install libgtest-dev)" >&2
+  exit 1
+fi
+# Tests that call GTEST_SKIP (the CUDA tests without a GPU) are listed by ctest as Skipped (not run).
 ctest --test-dir "$build" --output-on-failure -j "$jobs"
 
 echo "== Python tests (pytest, once per CPU capability) =="
@@ -71,19 +86,24 @@ echo "== C++ package: find_package(fusedopt) from an installed tree (consumer, e
 prefix="$build/install-prefix"
 rm -rf "$prefix"
 cmake --install "$build" --prefix "$prefix" >/dev/null
-cmake -S "$root/tests/cmake_consumer" -B "$build/consumer-tree" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake -S "$root/tests/cmake_consumer" -B "$build/consumer-tree" "${gen[@]}" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$build/consumer-tree"
 "$build/consumer-tree/consumer"
-cmake -S "$root/examples/cpp" -B "$build/example" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake -S "$root/examples/cpp" -B "$build/example" "${gen[@]}" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$build/example"
 "$build/example/logistic_regression"
 wheel_cmake="$(cd /tmp && "$py" -c 'import fusedopt; print(fusedopt.get_cmake_dir())')"
-cmake -S "$root/tests/cmake_consumer" -B "$build/consumer-wheel" -G Ninja -Dfusedopt_DIR="$wheel_cmake" >/dev/null
+cmake -S "$root/tests/cmake_consumer" -B "$build/consumer-wheel" "${gen[@]}" -Dfusedopt_DIR="$wheel_cmake" >/dev/null
 cmake --build "$build/consumer-wheel"
 "$build/consumer-wheel/consumer"
 
-if [ -x "$build/bench/bench_sgd_cpu" ] && [ -f "$root/bench/run_smoke.sh" ]; then
+if [ "$bench" != "ON" ]; then
+  echo "== benchmark smoke run skipped: FUSEDOPT_TEST_BENCH is $bench (set FUSEDOPT_TEST_BENCH=ON; needs libbenchmark-dev) =="
+elif [ -x "$build/bench/bench_sgd_cpu" ] && [ -f "$root/bench/run_smoke.sh" ]; then
   echo "== benchmark smoke run =="
   bash "$root/bench/run_smoke.sh" "$build"
+else
+  echo "error: FUSEDOPT_TEST_BENCH=ON but $build/bench/bench_sgd_cpu was not built" >&2
+  exit 1
 fi
 echo "== all tests passed =="

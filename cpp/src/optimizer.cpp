@@ -57,7 +57,7 @@ Optimizer::Optimizer(const OptimizerOptions& o, double default_lr)
       multi_precision_(o.multi_precision) {
   if (o.learning_rate) {
     lr_ = checked_nonneg("learning_rate", *o.learning_rate);
-    // SPEC.md §2: an explicit learning rate different from the scheduler's base_lr overwrites it
+    // docs/SEMANTICS.md §2: an explicit learning rate different from the scheduler's base_lr overwrites it
     // (Python also warns).
     if (lr_scheduler_ && lr_scheduler_->base_lr != *lr_) lr_scheduler_->base_lr = *lr_;
   } else if (!lr_scheduler_) {

@@ -118,9 +118,9 @@ PreparedUpdate PreparedUpdate::dcasgd(std::vector<TensorView> weights,
   return PreparedUpdate(std::move(impl));
 }
 
-void PreparedUpdate::step(double lr, double wd, double momentum, double rescale_grad,
-                          std::optional<double> clip_gradient, double lamda, Stream stream) {
-  Impl& im = *impl_;
+void PreparedUpdate::check(double lr, double wd, double momentum, double rescale_grad,
+                           std::optional<double> clip_gradient, double lamda) const {
+  const Impl& im = *impl_;
   detail::check_nonnegative(im.op, "lr", lr);
   detail::check_nonnegative(im.op, "wd", wd);
   if (im.momentum) detail::check_nonnegative(im.op, "momentum", momentum);
@@ -130,6 +130,13 @@ void PreparedUpdate::step(double lr, double wd, double momentum, double rescale_
                    " but no momentum buffers were prepared");
   }
   detail::check_finite(im.op, "rescale_grad", rescale_grad);
+  detail::checked_clip(im.op, clip_gradient);
+}
+
+void PreparedUpdate::step(double lr, double wd, double momentum, double rescale_grad,
+                          std::optional<double> clip_gradient, double lamda, Stream stream) {
+  Impl& im = *impl_;
+  check(lr, wd, momentum, rescale_grad, clip_gradient, lamda);
   detail::SharedScalars s;
   s.momentum = im.momentum ? momentum : 0.0;
   s.rescale_grad = rescale_grad;

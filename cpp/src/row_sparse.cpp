@@ -1,4 +1,4 @@
-// row_sparse.cpp — sgd_update / sgd_mom_update with a row-sparse gradient (SPEC.md §6): validation of the
+// row_sparse.cpp — sgd_update / sgd_mom_update with a row-sparse gradient (docs/SEMANTICS.md §6): validation of the
 // indices (range, uniqueness) and of every array before anything is written, then one row launch.
 #include <cstdint>
 #include <vector>

@@ -1,11 +1,11 @@
 """fusedopt: fused SGD and DCASGD optimizer updates with Apache MXNet 2.0 semantics.
 
 C++17 kernels (OpenMP, per-ISA SIMD; CUDA when built) update NumPy arrays in place, zero-copy.
+``__all__`` is the public API; the submodules (``fusedopt.sgd``, ``fusedopt.functional``, ...) are
+importable too.
 """
 
-from __future__ import annotations
-
-import os
+import os as _os
 
 from . import _core, cuda, lr_scheduler
 from .dcasgd import DCASGD
@@ -35,22 +35,21 @@ supported_cpu_capabilities = _core.supported_cpu_capabilities
 set_cpu_capability = _core.set_cpu_capability
 
 
-
 def get_cmake_dir() -> str:
     """Directory of ``fusedoptConfig.cmake`` inside the installed wheel, for
     ``cmake -Dfusedopt_DIR=$(python -c "import fusedopt; print(fusedopt.get_cmake_dir())")``.
     (scikit-build-core projects find it automatically through the ``cmake.root`` entry point.)"""
-    here = os.path.dirname(os.path.abspath(__file__))
+    here = _os.path.dirname(_os.path.abspath(__file__))
     for libdir in ("lib", "lib64"):
-        path = os.path.join(here, libdir, "cmake", "fusedopt")
-        if os.path.isfile(os.path.join(path, "fusedoptConfig.cmake")):
+        path = _os.path.join(here, libdir, "cmake", "fusedopt")
+        if _os.path.isfile(_os.path.join(path, "fusedoptConfig.cmake")):
             return path
     raise ImportError("fusedopt's CMake package files are not installed with this copy of fusedopt")
 
 
 def get_include() -> str:
     """Directory holding the installed C++ headers (``<fusedopt/fusedopt.h>``)."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
+    return _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "include")
 
 
 __all__ = [

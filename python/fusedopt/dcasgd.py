@@ -69,10 +69,11 @@ class DCASGD(Optimizer):
         mom = None if self.momentum == 0.0 else _arrays.zeros_like(weight)
         return (mom, _arrays.copy_of(weight))
 
-    def _check(self, weight: Any, grad: Any, state: Any, master: bool) -> None:
+    def _check(self, weight: Any, grad: Any, state: Any, master: bool, lr: float = 0.0,
+               wd: float = 0.0) -> None:
         """Validates one tensor's arguments as its kernel will (nothing written)."""
         kw = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient,
-              "momentum": self.momentum, "lamda": self.lamda}
+              "momentum": self.momentum, "lamda": self.lamda, "lr": lr, "wd": wd}
         if master:
             w32, (mom, prev32) = _master_state(state)
             F.check_dcasgd_args(weight, grad, mom, prev32, w32, **kw)
@@ -80,20 +81,22 @@ class DCASGD(Optimizer):
             mom, prev = _dcasgd_state(state)
             F.check_dcasgd_args(weight, grad, mom, prev, None, **kw)
 
+    def _call_arrays(self, position: int, weight: Any, grad: Any, state: Any, master: bool
+                     ) -> list[tuple[Any, str, int, bool]]:
+        w32, inner = _master_state(state) if master else (None, state)
+        mom, prev = _dcasgd_state(inner)
+        out = [(weight, "weights", position, True), (grad, "grads", position, False),
+               (prev, "prevs", position, True)]
+        if mom is not None:
+            out.append((mom, "moms", position, True))
+        if w32 is not None:
+            out.append((w32, "weights32", position, True))
+        return out
+
     def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
-        """Reference path: vectorised NumPy arithmetic in the compute dtype, one index at a time.
-        Every tensor is validated (as the kernels would) before the first is written."""
-        items = list(zip(_as_list(indices), _as_list(weights), _as_list(grads), _as_list(states)))
-        items = [(i, *_arrays.numpy_view(rest)) for i, *rest in items]  # torch CPU -> NumPy views
-        for _, weight, grad, state in items:
-            self._check(weight, grad, state, master=False)
-        for index, weight, grad, state in items:
-            token = self._update_count(index)
-            try:
-                (lr,), (wd,) = self._checked_rates([index])
-            except BaseException:
-                self._undo_count(token)
-                raise
+        """Reference path: vectorised NumPy arithmetic in the compute dtype, one index at a time
+        (counted, then rated, as MXNet's loop). The whole call is validated before the first write."""
+        for weight, grad, state, lr, wd in self._reference_plan(indices, weights, grads, states):
             mom, prev = state
             acc = _acc_dtype(weight)
             with np.errstate(all="ignore"):  # NaN/Inf propagate by design, as in the kernels
@@ -161,11 +164,10 @@ class DCASGD(Optimizer):
         indices, weights = _as_call_list(indices), _as_call_list(weights)
         grads, states = _as_call_list(grads), _as_call_list(states)
         _same_lengths("fused_step", indices, weights, grads, states)
-        token = self._update_count(indices)
+        token, lrs, wds = self._count_and_rates(indices)
         kw = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient,
               "momentum": self.momentum, "lamda": self.lamda}
         try:
-            lrs, wds = self._checked_rates(indices)
             if len(weights) == 1:
                 weight, grad, state = weights[0], grads[0], states[0]
                 if self._use_master(weight):
@@ -187,9 +189,8 @@ class DCASGD(Optimizer):
                                           wds=wds, **kw)
                     return
             groups, split = self._split_states(weights, states)
-            if len(groups) > 1:
-                for weight, grad, state in zip(weights, grads, states):
-                    self._check(weight, grad, state, master=self._use_master(weight))
+            if len(groups) > 1:  # several launches: the whole call is validated before the first
+                self._check_call("fused_step", weights, grads, states, lrs, wds)
         except BaseException:
             self._undo_count(token)
             raise

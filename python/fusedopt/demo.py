@@ -1,16 +1,19 @@
-"""``python -m fusedopt.demo``: train a small MLP on generated data with SGD and with DCASGD.
+"""python -m fusedopt.demo: train a small MLP on generated data with SGD and with DCASGD.
 
 The data is a three-armed spiral (made here, no download). A 2-64-64-3 ReLU network is trained with
 softmax cross-entropy in NumPy; fusedopt performs every parameter update in place through an
-``Updater``. The demo prints loss and accuracy per epoch for each optimizer, then the update
-throughput: microseconds per optimizer step over all parameters and, on a larger parameter set, the
-effective memory bandwidth of the fused update.
+Updater, with all six tensors in one aggregated kernel call for both optimizers. The demo prints
+loss and accuracy per epoch for each optimizer, the time per optimizer step over all parameters,
+then, on one large tensor, the effective memory bandwidth of the fused updates next to figures
+measured in the same process to compare it with: a plain NumPy copy of the same size (one thread)
+and, when torch is installed, torch's SGD with momentum on the same buffers.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -92,24 +95,62 @@ def train(name: str, opt: fusedopt.Optimizer, x: np.ndarray, y: np.ndarray, epoc
     return us, steps
 
 
+def _interleaved_medians(fns: list[Callable[[], object]], reps: int) -> list[float]:
+    """Median seconds per call of each fn, timed round-robin so that every fn sees the same machine
+    load (the figures are compared with each other)."""
+    for fn in fns:
+        fn()  # warm-up: page faults, thread start
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+    return [float(np.median(ts)) for ts in times]
+
+
+def _torch_sgd(w: np.ndarray, g: np.ndarray) -> tuple[str, Callable[[], object]] | None:
+    """torch's SGD with momentum stepping the same NumPy buffers (shared memory), or None without
+    torch. Uses the fused CPU implementation where this torch has one."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    p = torch.nn.Parameter(torch.from_numpy(w), requires_grad=False)
+    p.grad = torch.from_numpy(g)
+    for kind in ({"fused": True}, {"foreach": False}):
+        try:
+            opt = torch.optim.SGD([p], lr=1e-3, momentum=0.9, **kind)
+            opt.step()
+        except (RuntimeError, TypeError, ValueError):
+            continue
+        name = "fused" if "fused" in kind else "for-loop"
+        return f"torch SGD({name}) momentum", opt.step
+    return None
+
+
 def bandwidth(n: int, reps: int) -> None:
-    """Effective bandwidth of fused SGD-momentum and DCASGD updates on n float32 elements."""
+    """Effective bandwidth of fused SGD-momentum and DCASGD updates on n float32 elements, next to
+    figures measured in the same process: a NumPy copy of n float32 (8 bytes/element moved, one
+    thread) and, when torch is installed, torch's SGD with momentum on the same buffers."""
     rng = np.random.default_rng(0)
     w, g = rng.standard_normal(n, np.float32), rng.standard_normal(n, np.float32)
     m, prev = np.zeros(n, np.float32), w.copy()
-    for label, bytes_per, fn in (
-        ("sgd_mom_update", 20, lambda: fusedopt.sgd_mom_update(w, g, m, lr=1e-3, momentum=0.9)),
-        ("dcasgd_update", 28, lambda: fusedopt.dcasgd_update(w, g, m, prev, lr=1e-3, momentum=0.9)),
-    ):
-        fn()
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        t = float(np.median(times))
-        print(f"{label:>15}: {n / 1e6:.0f}M float32 in {t * 1e3:.2f} ms = {bytes_per * n / t / 1e9:.1f} GB/s "
-              f"({bytes_per} bytes/element moved once)")
+    copy_dst = np.empty_like(w)
+    rows: list[tuple[str, int, Callable[[], object]]] = [
+        ("fusedopt sgd_mom_update", 20, lambda: fusedopt.sgd_mom_update(w, g, m, lr=1e-3, momentum=0.9)),
+        ("fusedopt dcasgd_update", 28, lambda: fusedopt.dcasgd_update(w, g, m, prev, lr=1e-3, momentum=0.9)),
+        ("numpy copy (1 thread)", 8, lambda: np.copyto(copy_dst, g)),
+    ]
+    torch_row = _torch_sgd(w, g)
+    if torch_row is not None:
+        rows.append((torch_row[0], 20, torch_row[1]))
+    print(f"{'':>28} {'ms':>7} {'GB/s':>6}   (bytes moved per element; median of {reps}, interleaved)")
+    medians = _interleaved_medians([fn for _, _, fn in rows], reps)
+    for (label, bytes_per, _), t in zip(rows, medians):
+        print(f"{label:>28} {t * 1e3:7.2f} {bytes_per * n / t / 1e9:6.1f}   ({bytes_per} B)")
+    if torch_row is None:
+        print(f"{'':>28} (torch is not installed: no torch row)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,10 +170,14 @@ def main(argv: list[str] | None = None) -> None:
     sgd = fusedopt.SGD(momentum=0.9, wd=1e-4, lr_scheduler=schedule, aggregate_num=np.inf)
     train("SGD with momentum, cosine schedule, all 6 tensors in one aggregated kernel call",
           sgd, x, y, epochs, args.batch, args.seed)
-    dca = fusedopt.DCASGD(learning_rate=0.1, momentum=0.9, lamda=0.04, wd=1e-4, use_fused_step=True)
-    train("DCASGD (delay-compensated), fused kernel", dca, x, y, epochs, args.batch, args.seed)
-    print("\nupdate throughput on a large tensor (memory-bound: GB/s is the figure of merit):")
-    bandwidth(4_000_000 if args.quick else 16_000_000, 5 if args.quick else 15)
+    dca = fusedopt.DCASGD(learning_rate=0.1, momentum=0.9, lamda=0.04, wd=1e-4, use_fused_step=True,
+                          aggregate_num=np.inf)
+    train("DCASGD (delay-compensated), all 6 tensors in one aggregated kernel call",
+          dca, x, y, epochs, args.batch, args.seed)
+    n = 4_000_000 if args.quick else 16_000_000
+    print(f"\nupdate throughput on one tensor of {n // 1_000_000}M float32 (memory-bound: compare "
+          "GB/s with the copy and torch rows)")
+    bandwidth(n, 5 if args.quick else 15)
 
 
 if __name__ == "__main__":

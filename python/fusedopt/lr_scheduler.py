@@ -1,9 +1,11 @@
-"""Learning-rate schedulers with MXNet 2.0 ``mxnet.lr_scheduler`` semantics (SPEC.md §8).
+"""Learning-rate schedulers with MXNet 2.0 ``mxnet.lr_scheduler`` semantics.
 
 The arithmetic lives in C++ (``fusedopt/lr_scheduler.h``), shared with the C++ optimizer objects;
 these classes hold a C++ scheduler in ``_impl`` and expose MXNet's attributes. Subclass
-:class:`LRScheduler` and override ``__call__`` for a custom schedule. Schedulers are stateful and
-assume ``num_update`` never decreases between calls.
+:class:`LRScheduler` and override ``__call__`` for a custom schedule (a custom scheduler works
+with every optimizer, but ``Updater.get_states(dump_optimizer=True)`` saves only the classes of this
+module: save a custom scheduler's state yourself). Schedulers are stateful and assume
+``num_update`` never decreases between calls.
 """
 
 from __future__ import annotations
@@ -98,6 +100,14 @@ class LRScheduler:
             setattr(obj, name, fields[name])
         return obj
 
+    # Steps the next call may catch up on after a load: a loaded state must not make it loop longer.
+    _MAX_CATCH_UP: ClassVar[int] = 1 << 24
+
+    def _check_loaded(self, num_update: int | None) -> None:
+        """Raises ValueError when a state read from a file is not one this scheduler can reach (a
+        count that would make the next call loop for ages, an index out of range). ``num_update``:
+        the optimizer's, when it was loaded with the scheduler."""
+
     def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k != "_impl"}
         state["_fusedopt_fields"] = self._fields()
@@ -144,6 +154,16 @@ class FactorScheduler(LRScheduler):
     def __call__(self, num_update: int) -> float:
         return float(self._impl(num_update))
 
+    def _check_loaded(self, num_update: int | None) -> None:
+        # The next call advances count by step until num_update <= count + step: count only ever
+        # holds multiples of step from 0, and lags num_update by a bounded number of steps.
+        count, step = self.count, self.step
+        if count < 0 or count % step != 0:
+            raise ValueError(f"FactorScheduler count {count} is not a multiple >= 0 of step {step}")
+        if num_update is not None and (num_update - count) // step > self._MAX_CATCH_UP:
+            raise ValueError(f"FactorScheduler count {count} is too far behind num_update "
+                             f"{num_update} (step {step})")
+
 
 class MultiFactorScheduler(LRScheduler):
     """Multiplies the rate by ``factor`` after each update count in the increasing list ``step``."""
@@ -177,6 +197,13 @@ class MultiFactorScheduler(LRScheduler):
 
     def __call__(self, num_update: int) -> float:
         return float(self._impl(num_update))
+
+    def _check_loaded(self, num_update: int | None) -> None:
+        if not 0 <= self.cur_step_ind <= len(self.step):
+            raise ValueError(f"MultiFactorScheduler cur_step_ind {self.cur_step_ind} is outside "
+                             f"0..{len(self.step)}")
+        if self.count < 0:
+            raise ValueError(f"MultiFactorScheduler count {self.count} is negative")
 
 
 class PolyScheduler(LRScheduler):

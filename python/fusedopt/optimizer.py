@@ -1,8 +1,10 @@
 """The Optimizer base class: hyper-parameters, per-index lr/wd multipliers, update counting, the
-registry and multi-precision state handling, with Apache MXNet 2.0 semantics (see SPEC.md §2)."""
+registry and multi-precision state handling, with Apache MXNet 2.0 semantics (see docs/SEMANTICS.md §2)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
 import warnings
@@ -10,7 +12,7 @@ from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _core
 from . import functional as F
 from ._validate import check_clip, check_finite, check_nonnegative
 
@@ -23,10 +25,26 @@ _FP16_WARNING = (
 
 T = TypeVar("T", bound=type)
 
+# Set by Updater around a call that stands for one update per index in turn (MXNet's non-aggregated
+# Updater): each index's count is taken, then its rates read, before the next index is counted.
+_PER_INDEX_COUNTS: contextvars.ContextVar[bool] = contextvars.ContextVar("per_index_counts",
+                                                                          default=False)
+
+
+@contextlib.contextmanager
+def per_index_counts() -> Any:
+    """Within the block, list updates count and rate their indices one after another (as separate
+    per-index calls would), while still being validated and written as one call."""
+    reset = _PER_INDEX_COUNTS.set(True)
+    try:
+        yield
+    finally:
+        _PER_INDEX_COUNTS.reset(reset)
+
 
 class _DefaultLearningRate(float):
     """The float 0.1 shown as SGD's / DCASGD's default learning rate, recognisable by identity, so a
-    scheduler passed without an explicit learning_rate keeps its own base_lr (SPEC.md §2)."""
+    scheduler passed without an explicit learning_rate keeps its own base_lr (docs/SEMANTICS.md §2)."""
 
     def __repr__(self) -> str:
         return "0.1"
@@ -50,6 +68,17 @@ def _same_lengths(op: str, indices: list[Any], weights: list[Any], grads: list[A
     if not len(indices) == len(weights) == len(grads) == len(states):
         raise ValueError(f"{op}: indices, weights, grads and states must have the same length, got "
                          f"{len(indices)}, {len(weights)}, {len(grads)} and {len(states)}")
+
+
+def _call_lists(indices: Any, weights: Any, grads: Any, states: Any
+                ) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """The four arguments of an update as lists: one index (not a list or tuple) means one item of
+    each (a state may itself be a tuple); lists must have the same length."""
+    if not isinstance(indices, (list, tuple)):
+        return [indices], [weights], [grads], [states]
+    out = (_as_list(indices), _as_list(weights), _as_list(grads), _as_list(states))
+    _same_lengths("update", *out)
+    return out
 
 
 def _as_call_list(x: Any) -> list[Any]:
@@ -182,10 +211,20 @@ class Optimizer:
             raise TypeError(f"aggregate_num must be an int, math.inf or None, got {value!r}")
         if math.isinf(value) and value > 0:
             self._aggregate_num = math.inf
-        elif math.isfinite(value) and float(value).is_integer():
+        elif math.isfinite(value) and float(value).is_integer() and value >= 1:
             self._aggregate_num = int(value)
         else:
-            raise ValueError(f"Invalid aggregate_num value: {value!r} (expected an int or math.inf)")
+            raise ValueError(f"Invalid aggregate_num value: {value!r} (expected an int >= 1 or "
+                             "math.inf)")
+
+    @property
+    def lr(self) -> float | None:
+        """The learning rate without a scheduler (None when only the scheduler sets it)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float | None) -> None:
+        self._lr = None if value is None else check_nonnegative("lr", value)
 
     @property
     def learning_rate(self) -> float:
@@ -229,7 +268,11 @@ class Optimizer:
             self.num_update = highest
         return (num_update, counts, keys, old)
 
-    def _undo_count(self, token: tuple[int, dict[Any, int], list[Any], list[Any]]) -> None:
+    def _undo_count(self, token: Any) -> None:
+        if type(token) is list:  # per-index tokens of _count_and_rates: undone newest first
+            for t in reversed(token):
+                self._undo_count(t)
+            return
         num_update, counts, keys, old = token
         for idx, prev in reversed(list(zip(keys, old))):
             if prev is None:
@@ -287,6 +330,67 @@ class Optimizer:
     def _get_lr(self, index: Any) -> float:
         return self._get_lrs([index])[0]
 
+    def _count_and_rates(self, indices: list[Any], per_index: bool = False
+                         ) -> tuple[Any, list[float], list[float]]:
+        """Counts one update of every index and returns ``(token, lrs, wds)``, the rates checked.
+        ``per_index`` (or an Updater's per_index_counts block): each index is counted, then its rates
+        read, before the next (the counts and scheduler values that one call per index would see).
+        When a rate is refused the counts are restored before raising; otherwise the caller passes
+        the token to :meth:`_undo_count` if its own validation refuses the call."""
+        # Without a scheduler the rates do not depend on the counts: counting the list at once gives
+        # the same counts and rates as counting index after index.
+        if (not (per_index or _PER_INDEX_COUNTS.get()) or len(indices) <= 1
+                or self.lr_scheduler is None):
+            token = self._update_count(indices)
+            try:
+                lrs, wds = self._checked_rates(indices)
+            except BaseException:
+                self._undo_count(token)
+                raise
+            return token, lrs, wds
+        tokens: list[Any] = []
+        lrs, wds = [], []
+        try:
+            for index in indices:
+                tokens.append(self._update_count([index]))
+                (lr,), (wd,) = self._checked_rates([index])
+                lrs.append(lr)
+                wds.append(wd)
+        except BaseException:
+            self._undo_count(tokens)
+            raise
+        return tokens, lrs, wds
+
+    # ---------------------------------------------------------------------- whole-call validation
+    def _check(self, weight: Any, grad: Any, state: Any, master: bool, lr: float = 0.0,
+               wd: float = 0.0) -> None:
+        """Validates one tensor's arguments as its kernel will, writing nothing (subclasses)."""
+
+    def _call_arrays(self, position: int, weight: Any, grad: Any, state: Any, master: bool
+                     ) -> list[tuple[Any, str, int, bool]]:
+        """``(array, name, position, written)`` of every array one tensor's update reads or writes
+        (subclasses; used for the overlap check across a whole call)."""
+        return []
+
+    def _check_call(self, op: str, weights: Sequence[Any], grads: Sequence[Any],
+                    states: Sequence[Any], lrs: Sequence[float] | None = None,
+                    wds: Sequence[float] | None = None, masters: Sequence[bool] | None = None
+                    ) -> None:
+        """The validation of a whole call that several kernel launches (or reference updates)
+        carry out: every tensor checked as its kernel will check it, then every array of every
+        tensor checked together for overlaps (a written array sharing memory with any other) and
+        for one device. Writes nothing; a call that passes is written completely."""
+        n = len(weights)
+        if masters is None:
+            masters = [self._use_master(w) for w in weights]
+        entries: list[tuple[Any, str, int, bool]] = []
+        for k in range(n):
+            self._check(weights[k], grads[k], states[k], masters[k],
+                        0.0 if lrs is None else lrs[k], 0.0 if wds is None else wds[k])
+            entries += self._call_arrays(k, weights[k], grads[k], states[k], masters[k])
+        if len(entries) > 1:
+            _core._check_call_arrays(op, entries)
+
     # -------------------------------------------------------------------------------------- states
     def create_state(self, index: Any, weight: Any) -> Any:
         """The optimizer state of one weight (None when there is none)."""
@@ -304,6 +408,22 @@ class Optimizer:
         if _arrays.is_low_precision(weight):
             warnings.warn(_FP16_WARNING, UserWarning, stacklevel=2)
         return self.create_state(index, weight)
+
+    def _reference_plan(self, indices: Any, weights: Any, grads: Any, states: Any
+                        ) -> list[tuple[Any, Any, Any, float, float]]:
+        """The plan of a reference ``step``: ``(weight, grad, state, lr, wd)`` per index, arrays as
+        NumPy views (torch CPU tensors included), each index counted then rated in turn (MXNet's
+        loop), the whole call validated. Nothing is written; a refused call restores the counts."""
+        indices, weights, grads, states = _call_lists(indices, weights, grads, states)
+        views = [_arrays.numpy_view(item) for item in zip(weights, grads, states)]
+        token, lrs, wds = self._count_and_rates(indices, per_index=True)
+        try:
+            self._check_call("step", [v[0] for v in views], [v[1] for v in views],
+                             [v[2] for v in views], lrs, wds, [False] * len(views))
+        except BaseException:
+            self._undo_count(token)
+            raise
+        return [(w, g, st, lr, wd) for (w, g, st), lr, wd in zip(views, lrs, wds)]
 
     # ------------------------------------------------------------------------------------- updates
     def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
@@ -329,6 +449,9 @@ class Optimizer:
         if not self.multi_precision or self.use_fused_step:
             self.update(indices, weights, grads, states)
             return
+        # The reference path writes the float32 masters, then the weights: the whole call (weights
+        # included) is validated first, so a refused call writes neither.
+        self._check_call("update_multi_precision", weights, grads, states)
         masters, inner, grads32 = [], [], []
         for weight, grad, state in zip(weights, grads, states):
             if self._use_master(weight):
@@ -377,6 +500,9 @@ class Optimizer:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "lr" in state:  # pickled before lr became a validated property
+            state = dict(state)
+            state["_lr"] = state.pop("lr")
         self.__dict__.update(state)
         self.param_dict = {}
 

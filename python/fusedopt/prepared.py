@@ -60,6 +60,9 @@ class PreparedStep:
             momentum = getattr(opt, "momentum", 0.0)
             lamda = getattr(opt, "lamda", 0.0)
             wd, rescale, clip = opt.wd, opt.rescale_grad, opt.clip_gradient
+            if len(self._cores) > 1:  # several groups: all checked before the first is stepped
+                for core in self._cores:
+                    core.check(lr, wd, momentum, rescale, clip, lamda)
             for core in self._cores:
                 core.step(lr, wd, momentum, rescale, clip, lamda)
         except BaseException:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _core
 from . import functional as F
 from ._validate import check_nonnegative
 from .optimizer import (DEFAULT_LEARNING_RATE, Optimizer, _as_call_list, _as_list, _same_lengths,
@@ -116,30 +116,59 @@ class SGD(Optimizer):
             return None
         return _arrays.zeros_like(weight)
 
-    def _check(self, weight: Any, grad: Any, state: Any, master: bool) -> None:
+    def _check(self, weight: Any, grad: Any, state: Any, master: bool, lr: float = 0.0,
+               wd: float = 0.0) -> None:
         """Validates one tensor's arguments as its kernel will (nothing written)."""
         kw = {"rescale_grad": self.rescale_grad, "clip_gradient": self.clip_gradient,
-              "momentum": self.momentum, "lazy_update": self.lazy_update}
+              "momentum": self.momentum, "lazy_update": self.lazy_update, "lr": lr, "wd": wd}
         if master:
             w32, mom = _master_state(state)
             F.check_sgd_args(weight, grad, mom, w32, **kw)
         else:
             F.check_sgd_args(weight, grad, state, None, **kw)
 
+    def _check_call(self, op: str, weights: Any, grads: Any, states: Any, lrs: Any = None,
+                    wds: Any = None, masters: Any = None) -> None:
+        """Optimizer._check_call in one native pass when every gradient is dense (the usual case)."""
+        if RowSparseArray in map(type, grads):
+            return super()._check_call(op, weights, grads, states, lrs, wds, masters)
+        n = len(weights)
+        if masters is None:
+            masters = [self._use_master(w) for w in weights]
+        moms, masters32 = [], []
+        for state, master in zip(states, masters):
+            w32, mom = _master_state(state) if master else (None, state)
+            moms.append(mom)
+            masters32.append(w32)
+        zeros = [0.0] * n
+        _core._check_sgd_call(op, list(weights), list(grads), moms, masters32,
+                              zeros if lrs is None else list(lrs), zeros if wds is None else list(wds),
+                              self._momentum, self._rescale_grad, self._clip_gradient)
+        return None
+
+    def _call_arrays(self, position: int, weight: Any, grad: Any, state: Any, master: bool
+                     ) -> list[tuple[Any, str, int, bool]]:
+        mom, w32 = _master_state(state) if master else (state, None)
+        out = [(weight, "weights", position, True)]
+        if isinstance(grad, RowSparseArray):
+            out.append((grad.data, "grads.data", position, False))
+            idx = grad.indices
+            if isinstance(idx, np.ndarray) and idx.dtype == np.int64 and idx.flags.c_contiguous:
+                # Only the memory range matters here; the array checks take float dtypes.
+                out.append((idx.view(np.float64), "grads.indices", position, False))
+        else:
+            out.append((grad, "grads", position, False))
+        if mom is not None:
+            out.append((mom, "moms", position, True))
+        if w32 is not None:
+            out.append((w32, "weights32", position, True))
+        return out
+
     def step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
-        """Reference path: NumPy arithmetic in the compute dtype, one index at a time. Every tensor
-        is validated (as the kernels would) before the first is written."""
-        items = list(zip(_as_list(indices), _as_list(weights), _as_list(grads), _as_list(states)))
-        items = [(i, *_arrays.numpy_view(rest)) for i, *rest in items]  # torch CPU -> NumPy views
-        for _, weight, grad, state in items:
-            self._check(weight, grad, state, master=False)
-        for index, weight, grad, state in items:
-            token = self._update_count(index)
-            try:
-                (lr,), (wd,) = self._checked_rates([index])
-            except BaseException:
-                self._undo_count(token)
-                raise
+        """Reference path: NumPy arithmetic in the compute dtype, one index at a time (each index
+        counted, then its rates read, as MXNet's loop). The whole call (every tensor, the rates of
+        every index, overlaps across tensors) is validated before the first write."""
+        for weight, grad, state, lr, wd in self._reference_plan(indices, weights, grads, states):
             acc = _acc_dtype(weight)
             with np.errstate(all="ignore"):  # NaN/Inf propagate by design, as in the kernels
                 w, r = _preprocess(weight, grad, acc, wd, self.rescale_grad, self.clip_gradient)
@@ -156,7 +185,8 @@ class SGD(Optimizer):
     def fused_step(self, indices: Any, weights: Any, grads: Any, states: Any) -> None:
         """Fused kernels: counts every index first, then one kernel per tensor, or aggregated calls of
         up to ``aggregate_num`` tensors grouped by dtype and precision mode. A call that needs more
-        than one kernel launch validates every tensor first, so a rejected call writes nothing."""
+        than one kernel launch is validated as a whole first (every tensor, and overlaps across all
+        of them), so a rejected call writes nothing and leaves the counts as they were."""
         if not isinstance(indices, (list, tuple)):
             return self._fused_one(indices, weights, grads, states)
         if len(indices) == 1:
@@ -164,9 +194,8 @@ class SGD(Optimizer):
         indices, weights = _as_call_list(indices), _as_call_list(weights)
         grads, states = _as_call_list(grads), _as_call_list(states)
         _same_lengths("fused_step", indices, weights, grads, states)
-        token = self._update_count(indices)
+        token, lrs, wds = self._count_and_rates(indices)
         try:
-            lrs, wds = self._checked_rates(indices)
             if (not self.multi_precision and 1 < len(weights) <= self.aggregate_num
                     and len(weights) == len(grads) == len(states)):
                 # The usual aggregated step, one native call over the parallel lists (it validates
@@ -188,9 +217,8 @@ class SGD(Optimizer):
                 calls = self._aggregated_calls(weights, grads, states, lrs, wds, common)
             else:
                 calls = [self._single_call(*args, common) for args in zip(weights, grads, states, lrs, wds)]
-            if len(calls) > 1:
-                for weight, grad, state in zip(weights, grads, states):
-                    self._check(weight, grad, state, master=self._use_master(weight))
+            if len(calls) > 1:  # several launches: the whole call is validated before the first
+                self._check_call("fused_step", weights, grads, states, lrs, wds)
         except BaseException:
             self._undo_count(token)
             raise

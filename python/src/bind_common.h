@@ -62,5 +62,6 @@ void bind_sgd(py::module_& m);
 void bind_dcasgd(py::module_& m);
 void bind_optimizer(py::module_& m);
 void bind_prepared(py::module_& m);
+void bind_plan(py::module_& m);
 
 }  // namespace fusedopt::python

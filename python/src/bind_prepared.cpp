@@ -58,6 +58,14 @@ void bind_prepared(py::module_& m) {
           },
           "lr"_a, "wd"_a, "momentum"_a, "rescale_grad"_a, "clip_gradient"_a.none(true),
           "lamda"_a, "One step; positional scalars.")
+      .def(
+          "check",
+          [](const Prepared& p, double lr, double wd, double momentum, double rescale_grad,
+             std::optional<double> clip_gradient, double lamda) {
+            p.update->check(lr, wd, momentum, rescale_grad, clip_gradient, lamda);
+          },
+          "lr"_a, "wd"_a, "momentum"_a, "rescale_grad"_a, "clip_gradient"_a.none(true),
+          "lamda"_a, "The checks of step() for these scalars; writes nothing.")
       .def("__len__", [](const Prepared& p) { return p.update->size(); });
 
   // counts[k] = value for every k of `keys` (a list): the lock-step update-count bookkeeping of

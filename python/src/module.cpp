@@ -40,5 +40,6 @@ PYBIND11_MODULE(_core, m) {
   fusedopt::python::bind_dcasgd(m);
   fusedopt::python::bind_optimizer(m);
   fusedopt::python::bind_prepared(m);
+  fusedopt::python::bind_plan(m);
   fusedopt::python::bind_dlpack_testing(m);
 }

@@ -1,4 +1,4 @@
-// One sgd_mom_update through the installed package; checks SPEC.md §3's worked example.
+// One sgd_mom_update through the installed package; checks docs/SEMANTICS.md §3's worked example.
 #include <fusedopt/fusedopt.h>
 
 #include <cmath>

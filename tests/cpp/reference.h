@@ -1,7 +1,7 @@
-// reference.h — a double-precision oracle of the update rules, written from SPEC.md §3, §6 and §7 and
+// reference.h — a double-precision oracle of the update rules, written from docs/SEMANTICS.md §3, §6 and §7 and
 // deliberately independent of cpp/src/rules: plain scalar code, no templates, no storage types. The
-// tests compare every kernel against it (test_cpu_kernels.cpp) and check it against the SPEC worked
-// examples first (test_rules.cpp), so a shared misreading of the SPEC would show up there.
+// tests compare every kernel against it (test_cpu_kernels.cpp) and check it against docs/SEMANTICS.md worked
+// examples first (test_rules.cpp), so a shared misreading of docs/SEMANTICS.md would show up there.
 #pragma once
 
 #include <cstddef>
@@ -11,7 +11,7 @@
 
 namespace fusedopt_test::ref {
 
-/// Hyper-parameters of one update. `clip` = +inf means clipping is off (SPEC §3: clip(x, +inf) == x).
+/// Hyper-parameters of one update. `clip` = +inf means clipping is off (docs/SEMANTICS.md §3: clip(x, +inf) == x).
 struct Hyper {
   double lr = 0.1;
   double wd = 0.0;
@@ -21,7 +21,7 @@ struct Hyper {
   double lamda = 0.0;
 };
 
-/// SPEC notation: c if x > c, -c if x < -c, else x (a NaN passes through unchanged).
+/// docs/SEMANTICS.md notation: c if x > c, -c if x < -c, else x (a NaN passes through unchanged).
 inline double clip(double x, double c) {
   if (x > c) return c;
   if (x < -c) return -c;
@@ -33,7 +33,7 @@ inline double grad_term(double g, double w, const Hyper& h) {
   return clip(h.rescale_grad * g, h.clip) + h.wd * w;
 }
 
-/// SGD (SPEC §3). `m` is null without momentum; with it, lr lives inside the momentum buffer.
+/// SGD (docs/SEMANTICS.md §3). `m` is null without momentum; with it, lr lives inside the momentum buffer.
 inline void sgd(double& w, double* m, double g, const Hyper& h) {
   const double r = grad_term(g, w, h);
   if (m != nullptr) {
@@ -44,7 +44,7 @@ inline void sgd(double& w, double* m, double g, const Hyper& h) {
   }
 }
 
-/// DCASGD (SPEC §7): d = r + lam * r * r * (w - prev), r including weight decay; prev = w before the
+/// DCASGD (docs/SEMANTICS.md §7): d = r + lam * r * r * (w - prev), r including weight decay; prev = w before the
 /// update.
 inline void dcasgd(double& w, double* m, double& prev, double g, const Hyper& h) {
   const double r = grad_term(g, w, h);
@@ -73,7 +73,7 @@ inline void dense_step(std::vector<double>& w, std::vector<double>& m, std::vect
   }
 }
 
-/// Row-sparse SGD step (SPEC §6) on a dense (rows x row_len) weight. Gradient row k (`data`, row-major)
+/// Row-sparse SGD step (docs/SEMANTICS.md §6) on a dense (rows x row_len) weight. Gradient row k (`data`, row-major)
 /// belongs to weight row indices[k]. Lazy: only stored rows change. Standard: the dense rule with a zero
 /// gradient on rows that are not stored (every row decays, every momentum row is updated).
 inline void row_sparse_step(std::vector<double>& w, std::vector<double>& m, std::int64_t rows,

@@ -1,5 +1,5 @@
 // test_api_errors.cpp — every validation path of the C++ API: the exception type (fusedopt::ValueError
-// or fusedopt::TypeError, SPEC §10), a message naming the operator and the argument, and no write at
+// or fusedopt::TypeError, docs/SEMANTICS.md §10), a message naming the operator and the argument, and no write at
 // all. Every array of every call lives in one arena whose bytes are compared before and after, so
 // "validation of a whole call completes before the first write" is checked for all operands at once.
 #include <gtest/gtest.h>

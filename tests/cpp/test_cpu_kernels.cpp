@@ -89,7 +89,7 @@ class Buf {
 
   DType dtype() const { return dtype_; }
   std::int64_t size() const { return n_; }
-  /// Null for an empty buffer: zero-size views with a null pointer are valid (SPEC §10).
+  /// Null for an empty buffer: zero-size views with a null pointer are valid (docs/SEMANTICS.md §10).
   void* data() { return n_ > 0 ? bytes_.data() : nullptr; }
   const std::vector<unsigned char>& bytes() const { return bytes_; }
 
@@ -148,7 +148,7 @@ class Buf {
   TensorView view(const std::vector<std::int64_t>& shape) {
     return TensorView(data(), dtype_, shape);
   }
-  /// A read-only view: a gradient may be const (SPEC §10).
+  /// A read-only view: a gradient may be const (docs/SEMANTICS.md §10).
   TensorView cview(const std::vector<std::int64_t>& shape) {
     TensorView v = view(shape);
     v.read_only = true;
@@ -564,7 +564,7 @@ TEST_P(DenseOps, MatchesReferenceOverSteps) {
 }
 
 TEST_P(DenseOps, NanGradientPropagatesAndInfiniteGradientIsClipped) {
-  // SPEC §3: NaN/Inf in a gradient propagate (no special handling); an infinite gradient is clipped to
+  // docs/SEMANTICS.md §3: NaN/Inf in a gradient propagate (no special handling); an infinite gradient is clipped to
   // +-c when clipping is on; clip = +inf is no clipping. Positions inside the vector body and in the
   // scalar tail of a 37-element array.
   const OpCase& c = std::get<1>(GetParam());
@@ -702,7 +702,7 @@ void run_multi(const MultiKind& k) {
             SCOPED_TRACE("tensor " + std::to_string(t));
             check_slot(agg[t], grads_before[t]);
             if (::testing::Test::HasFatalFailure()) return;
-            // SPEC §5: results equal the per-tensor path, bitwise.
+            // docs/SEMANTICS.md §5: results equal the per-tensor path, bitwise.
             ASSERT_TRUE(bitwise_equal("weight (aggregated vs per-tensor)", agg[t].w, single[t].w));
             if (k.mom) {
               ASSERT_TRUE(bitwise_equal("mom (aggregated vs per-tensor)", agg[t].m, single[t].m));

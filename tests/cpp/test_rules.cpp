@@ -1,4 +1,4 @@
-// test_rules.cpp — the SPEC.md worked examples (§3 momentum and clipping, §6 row-sparse, §7 DCASGD)
+// test_rules.cpp — docs/SEMANTICS.md worked examples (§3 momentum and clipping, §6 row-sparse, §7 DCASGD)
 // through the public C++ API, in float64 and float32, and through the multi-precision paths. The
 // double reference (reference.h) is checked against the same numbers first, so the kernel tests in
 // test_cpu_kernels.cpp rest on a validated oracle.
@@ -20,9 +20,9 @@ using fusedopt::DType;
 using fusedopt::TensorView;
 namespace ref = fusedopt_test::ref;
 
-// The SPEC prints 7-8 significant digits; a float32 computation of these short chains is within a few
+// docs/SEMANTICS.md prints 7-8 significant digits; a float32 computation of these short chains is within a few
 // float ulps (~6e-8 at 1.0). 2e-7 accepts both; float64 results are compared at 1e-12 to the reference
-// evaluated in double, and at the SPEC's printed precision to the SPEC.
+// evaluated in double, and at the documented printed precision to docs/SEMANTICS.md.
 constexpr double kSpecDigits = 2e-7;
 
 template <class T>
@@ -291,7 +291,7 @@ TEST(Reference, SpecSection7Dcasgd) {
   EXPECT_NEAR(w, 0.94, 1e-15);
   EXPECT_NEAR(m, -0.06, 1e-15);
   ref::dcasgd(w, &m, prev, 0.5, h);
-  // Exactly 0.827658508; the SPEC prints 0.82765853, a float32 rendering (its nearest float is
+  // Exactly 0.827658508; docs/SEMANTICS.md prints 0.82765853, a float32 rendering (its nearest float is
   // 0.82765853...), so compare at float32 resolution.
   EXPECT_NEAR(w, 0.82765853, 3e-8);
   EXPECT_NEAR(m, -0.11234149, 1e-8);

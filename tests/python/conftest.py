@@ -1,7 +1,7 @@
 """Shared pytest configuration and fixtures for the fusedopt Python tests.
 
 * Puts this directory on ``sys.path`` so test modules can ``import reference`` (the independent
-  float64 oracle of SPEC.md) and ``from helpers import ...`` under any ``--import-mode``.
+  float64 oracle of docs/SEMANTICS.md) and ``from helpers import ...`` under any ``--import-mode``.
 * Registers markers for optional dependencies and turns them into skips:
   ``needs_ml_dtypes`` (bfloat16 NumPy arrays), ``needs_torch``, ``needs_cupy``, ``needs_cuda``
   (fusedopt reports a CUDA device), plus ``slow``.

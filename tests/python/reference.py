@@ -1,6 +1,6 @@
-"""Independent NumPy float64 reference of SPEC.md (SGD, DCASGD, multi-precision, row-sparse).
+"""Independent NumPy float64 reference of docs/SEMANTICS.md (SGD, DCASGD, multi-precision, row-sparse).
 
-Written from /work/shared/SPEC.md alone, for the tests. It never imports ``fusedopt``.
+Written from docs/SEMANTICS.md alone, for the tests. It never imports ``fusedopt``.
 
 Conventions
 -----------
@@ -9,7 +9,7 @@ Conventions
   arguments and return *new, unrounded float64* arrays.
 * **Multi-precision single-step functions** (``mp_sgd_update``, ``mp_sgd_mom_update``,
   ``mp_dcasgd_update``) also never modify their arguments, but rounding is part of their
-  definition (SPEC section 4), so they return arrays in their *storage* dtypes: the low-precision
+  definition (docs/SEMANTICS.md §4), so they return arrays in their *storage* dtypes: the low-precision
   weight, float32 master, float32 momentum / previous weight.
 * **Multi-step simulators** (``run_sgd``, ``run_dcasgd``) take the initial weight in its storage
   dtype and a sequence of gradients and round at exactly the points where the kernels store:
@@ -26,7 +26,7 @@ Conventions
 
 Hyper-parameters are used as exact Python floats (float64); for float32 compute the kernels round
 them to float32, which the float32 tolerances absorb. NaN / Inf follow IEEE arithmetic on the
-formulas exactly as SPEC writes them (``clip`` lets a NaN through, clips +-inf to +-c).
+formulas exactly as docs/SEMANTICS.md writes them (``clip`` lets a NaN through, clips +-inf to +-c).
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def round_to(x: Any, dtype: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 def _check_hyper(lr: float, wd: float, rescale_grad: float, clip_gradient: float | None,
                  momentum: float = 0.0) -> None:
-    """The reference refuses what SPEC refuses, so a wrong test setup cannot pass silently."""
+    """The reference refuses what docs/SEMANTICS.md refuses, so a wrong test setup cannot pass silently."""
     for name, v in (("lr", lr), ("wd", wd), ("momentum", momentum)):
         if math.isnan(v) or v < 0:
             raise ValueError(f"reference: {name} must be >= 0 and not NaN, got {v}")
@@ -130,7 +130,7 @@ def _check_hyper(lr: float, wd: float, rescale_grad: float, clip_gradient: float
 
 
 def clip(x: Any, c: float | None) -> np.ndarray:
-    """SPEC ``clip``: ``c`` if ``x > c``, ``-c`` if ``x < -c``, else ``x`` (NaN passes through).
+    """docs/SEMANTICS.md ``clip``: ``c`` if ``x > c``, ``-c`` if ``x < -c``, else ``x`` (NaN passes through).
 
     ``c=None`` returns a float64 copy unchanged; ``c=inf`` clips nothing.
     """
@@ -175,7 +175,7 @@ def dcasgd_update(weight: Any, grad: Any, mom: Any | None, prev: Any, *, lr: flo
                   momentum: float = 0.0, lamda: float = 0.04, wd: float = 0.0,
                   rescale_grad: float = 1.0, clip_gradient: float | None = None,
                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """DCASGD (SPEC section 7). Returns ``(w, m or None, prev)`` as new float64 arrays.
+    """DCASGD (docs/SEMANTICS.md §7). Returns ``(w, m or None, prev)`` as new float64 arrays.
 
     ``d = r + lam*r*r*(w - prev)`` with ``r`` including weight decay; ``prev`` becomes the weight
     before this update. ``mom=None`` means no momentum (``step = -lr*d``).
@@ -256,7 +256,7 @@ def mp_dcasgd_update(weight: Any, grad: Any, mom: Any | None, prev32: Any, weigh
 
 
 # --------------------------------------------------------------------------------------------
-# row-sparse gradients (SPEC section 6)
+# row-sparse gradients (docs/SEMANTICS.md §6)
 # --------------------------------------------------------------------------------------------
 class RowSparseGrad(NamedTuple):
     """Reference-side row-sparse gradient: ``data`` rows stored at ``indices`` of ``shape``."""
@@ -387,7 +387,7 @@ def run_sgd(weight: Any, grads: Iterable[Any], *, lr: float | Sequence[float],
     * ``lr`` / ``wd``: a number, or one value per step (e.g. a learning-rate change mid-run).
     * ``mom``: initial momentum; ``None`` -> zeros if ``momentum != 0`` else no momentum state
       (pass zeros explicitly to simulate ``sgd_mom_update`` with ``momentum=0``).
-    * ``multi_precision``: only meaningful for float16/bfloat16 weights (as in SPEC section 2);
+    * ``multi_precision``: only meaningful for float16/bfloat16 weights (as in docs/SEMANTICS.md §2);
       ``weight32`` defaults to ``float32(weight)``.
     """
     grads = list(grads)

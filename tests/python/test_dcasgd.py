@@ -1,4 +1,4 @@
-"""DCASGD (SPEC section 7) against the float64 reference.
+"""DCASGD (docs/SEMANTICS.md §7) against the float64 reference.
 
 Paths: functional ``fusedopt.dcasgd_update``; ``DCASGD(use_fused_step=True/False).update``;
 ``step``; ``fused_step``. State layout ``(mom or None, prev)``; multi-precision
@@ -135,7 +135,7 @@ def test_dcasgd_create_state_layout(momentum, shape, float_dtype, rng):
 
 
 def test_dcasgd_defaults(rng):
-    """SPEC 1/7: DCASGD(learning_rate=0.1, momentum=0.0, lamda=0.04): the defaults act as those
+    """docs/SEMANTICS.md §1/7: DCASGD(learning_rate=0.1, momentum=0.0, lamda=0.04): the defaults act as those
     values (two updates so that lamda matters)."""
     opt = fo.DCASGD()
     assert opt.learning_rate == pytest.approx(0.1)
@@ -151,19 +151,19 @@ def test_dcasgd_defaults(rng):
     assert np.max(np.abs(other.weight - exp.weight)) > 1e-9  # lamda is visible in the result
 
 
-# ------------------------------------------------------------------------------ SPEC goldens
+# ------------------------------------------------------------------------------ docs/SEMANTICS.md goldens
 GOLDEN_KW = dict(lr=0.1, wd=0.1, lamda=0.5)
 
 
 def _golden_tol(dtype):  # noqa: ARG001 - same for both dtypes
-    # SPEC prints 8 significant digits (the mu=0.9 w2 is the float32 value 0.82765853; the exact
-    # value is 0.827658508, see test_reference_goldens.py), so compare SPEC numbers at 5e-8.
+    # docs/SEMANTICS.md prints 8 significant digits (the mu=0.9 w2 is the float32 value 0.82765853; the exact
+    # value is 0.827658508, see test_reference_goldens.py), so compare docs/SEMANTICS.md numbers at 5e-8.
     return dict(rtol=0, atol=5e-8)
 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_golden_no_momentum(path, float_dtype):
-    """SPEC 7, mu=0: w0=1, g=0.5, lr=0.1, wd=0.1, lam=0.5 -> w1=0.94, w2=0.8816585, prev2=0.94."""
+    """docs/SEMANTICS.md §7, mu=0: w0=1, g=0.5, lr=0.1, wd=0.1, lam=0.5 -> w1=0.94, w2=0.8816585, prev2=0.94."""
     w = np.ones(1, float_dtype)
     g = np.full(1, 0.5, float_dtype)
     drv = Driver(path, w, lr=0.1, wd=0.1, lamda=0.5)
@@ -174,13 +174,13 @@ def test_golden_no_momentum(path, float_dtype):
     assert_close(w, np.array([0.8816585], float_dtype), float_dtype, **_golden_tol(float_dtype))
     assert_close(drv.prev, np.array([0.94], float_dtype), float_dtype, **_golden_tol(float_dtype))
     assert drv.mom is None
-    if float_dtype == np.float64:  # exact decimals derived by hand from SPEC's formula
+    if float_dtype == np.float64:  # exact decimals derived by hand from the documented formula
         assert_close(w, np.array([0.881658508]), np.float64)
 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_golden_momentum(path, float_dtype):
-    """SPEC 7, mu=0.9: w1=0.94, m1=-0.06; w2=0.82765853, m2=-0.11234149; prev2=0.94."""
+    """docs/SEMANTICS.md §7, mu=0.9: w1=0.94, m1=-0.06; w2=0.82765853, m2=-0.11234149; prev2=0.94."""
     w = np.ones(1, float_dtype)
     g = np.full(1, 0.5, float_dtype)
     drv = Driver(path, w, lr=0.1, wd=0.1, lamda=0.5, momentum=0.9)
@@ -293,7 +293,7 @@ def test_zero_size_is_noop(path, shape, momentum, float_dtype):
 @pytest.mark.parametrize("path", PATHS)
 def test_nonfinite_gradients(path, clip_gradient, float_dtype, cpu_capability):
     """NaN propagates (and passes clip); +-inf is clipped to +-c with clipping on. Without
-    clipping an infinite gradient gives NaN (lam*r*r*(w-prev) = inf*0), as SPEC's formula does.
+    clipping an infinite gradient gives NaN (lam*r*r*(w-prev) = inf*0), as the documented formula does.
     The 4-element pattern is tiled to 259 elements (SIMD body and tail)."""
     reps = 65
     w0 = np.tile(np.array([0.5, -1.0, 2.0, 0.25], float_dtype), reps)[:259]
@@ -361,7 +361,7 @@ def test_mp_dcasgd_update_functional(momentum, low_dtype, rng):
 
 
 def test_dcasgd_low_precision_without_master_warns(low_dtype):
-    """SPEC 2: a float16/bfloat16 weight without multi_precision warns (MXNet's text)."""
+    """docs/SEMANTICS.md §2: a float16/bfloat16 weight without multi_precision warns (MXNet's text)."""
     opt = fo.DCASGD(learning_rate=LR)
     w = np.ones(4, low_dtype)
     with pytest.warns(UserWarning, match="multi_precision"):

@@ -1,6 +1,6 @@
 """Bad input: a table of (call, exception type, message regex naming the argument).
 
-Per docs/API_CONTRACT.md "Errors", SPEC sections 3 and 10, and PITFALLS (d):
+Per docs/API_CONTRACT.md "Errors", docs/SEMANTICS.md §3 and 10, and PITFALLS (d):
 TypeError for wrong/unsupported dtype and non-array arguments; ValueError for shape mismatch,
 read-only or non-C-contiguous weight/state, overlapping operands and bad hyper-parameters.
 Every case also asserts that NOTHING was written: weight, state and gradient are compared
@@ -466,7 +466,7 @@ def test_edge_hyper_parameters_accepted(clip_gradient):
 # ------------------------------------------------------------------------------ strided gradient
 @pytest.mark.parametrize("kind", ["every-second", "reversed", "fortran"])
 def test_non_contiguous_grad_is_refused_or_correct(kind):
-    """SPEC 10 requires C-contiguous weights and states but says nothing about a strided
+    """docs/SEMANTICS.md §10 requires C-contiguous weights and states but says nothing about a strided
     gradient (PITFALLS (d) 9: a strided kernel or a clear error). Either outcome is accepted;
     a silently wrong result (e.g. reading the buffer as if contiguous) is not."""
     if kind == "fortran":

@@ -1,6 +1,6 @@
-"""Tests for ``fusedopt.lr_scheduler`` (SPEC section 8).
+"""Tests for ``fusedopt.lr_scheduler`` (docs/SEMANTICS.md §8).
 
-Expected values come from the SPEC: the printed 4-decimal sequences (checked to half a unit of the 4th
+Expected values come from docs/SEMANTICS.md: the printed 4-decimal sequences (checked to half a unit of the 4th
 decimal, i.e. abs 5e-5; 0.15625 is printed as .1562) and the closed
 formulas of section 8 evaluated here in float64 (checked at rel 1e-12).  Schedulers are stateful and assume a
 non-decreasing ``num_update``, so every sequence is evaluated in increasing order on one fresh instance.
@@ -17,7 +17,7 @@ from helpers import import_fusedopt
 fusedopt = import_fusedopt()  # skips this module when fusedopt is not installed (unless FUSEDOPT_TEST_REQUIRE=1)
 lrs = importlib.import_module("fusedopt.lr_scheduler")
 
-PRINTED = "printed"  # the SPEC's 4-decimal values: |got - printed| <= 5e-5 (+ float slack)
+PRINTED = "printed"  # the documented 4-decimal values: |got - printed| <= 5e-5 (+ float slack)
 REL_EXACT = 1e-12
 
 
@@ -33,7 +33,7 @@ def _check(got, expected, rel):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Independent float64 models of the SPEC section 8 formulas
+# Independent float64 models of the docs/SEMANTICS.md §8 formulas
 # --------------------------------------------------------------------------------------------------------------
 
 def _warmup(n, base, begin, steps, mode):
@@ -94,7 +94,7 @@ def _cosine_model(ns, max_update, base, final, warmup_steps=0, begin=0.0, mode="
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The worked sequences printed in SPEC section 8
+# The worked sequences printed in docs/SEMANTICS.md §8
 # --------------------------------------------------------------------------------------------------------------
 
 def test_factor_spec_sequence():
@@ -156,7 +156,7 @@ def test_factor_formula(kw):
 
 
 def test_factor_count_starts_at_zero_not_at_end_of_warmup():
-    # SPEC: "After warmup: while n > count + step" with MXNet's count = 0 at construction. With warmup 2 and step
+    # docs/SEMANTICS.md: "After warmup: while n > count + step" with MXNet's count = 0 at construction. With warmup 2 and step
     # 3, the first decay happens at n = 4 (4 > 0 + 3), not at n = 6.
     s = lrs.FactorScheduler(step=3, factor=0.5, base_lr=1.0, warmup_steps=2, warmup_begin_lr=0.0)
     _check(_run(s, range(8)), [0.0, 0.5, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25], REL_EXACT)
@@ -273,7 +273,7 @@ def test_warmup_values(cls, mode):
 
 
 def test_linear_warmup_targets_base_lr_at_construction():
-    # SPEC: linear warm-up goes to base_at_construction, even if base_lr is changed afterwards.
+    # docs/SEMANTICS.md: linear warm-up goes to base_at_construction, even if base_lr is changed afterwards.
     s = lrs.PolyScheduler(max_update=20, base_lr=1.0, pwr=2, final_lr=0.0, warmup_steps=4, warmup_begin_lr=0.2)
     s.base_lr = 5.0
     assert s(1) == pytest.approx(0.2 + 0.8 * 1 / 4, rel=REL_EXACT)

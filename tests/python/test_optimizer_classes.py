@@ -1,7 +1,7 @@
-"""Tests of the Python optimizer classes: SPEC sections 1-2 (plus the SGD / DCASGD rules of sections 3, 4, 7
+"""Tests of the Python optimizer classes: docs/SEMANTICS.md §1-2 (plus the SGD / DCASGD rules of sections 3, 4, 7
 as seen through the classes).
 
-Expected numbers come from the SPEC's worked examples or from float64 / float32 math written out here.  Most
+Expected numbers come from the documented worked examples or from float64 / float32 math written out here.  Most
 counting and multiplier tests use float64 weights with values that are exact in binary (powers of two), so the
 implementation's result must be bit-exact whatever its operation order (FMA or not).
 """
@@ -94,7 +94,7 @@ def _probe_lr_wd(opt, index, method="update"):
 
 
 def _f32_sgd(w32, m32, g, *, lr, mu=0.0, wd=0.0, rg=1.0, c=None):
-    """SPEC section 3 rule in float32 arithmetic (the multi-precision compute precision)."""
+    """docs/SEMANTICS.md §3 rule in float32 arithmetic (the multi-precision compute precision)."""
     f = np.float32
     r = f(rg) * np.asarray(g).astype(np.float32)
     if c is not None:
@@ -306,7 +306,7 @@ def test_set_learning_rate_with_scheduler_raises_userwarning(cls):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# SPEC section 2 Decision: scheduler vs learning_rate
+# docs/SEMANTICS.md §2 Decision: scheduler vs learning_rate
 # --------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cls", ["Optimizer", "SGD", "DCASGD"])
@@ -348,7 +348,7 @@ def test_scheduler_base_lr_used_by_sgd_update():
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Counting (SPEC section 2)
+# Counting (docs/SEMANTICS.md §2)
 # --------------------------------------------------------------------------------------------------------------
 
 METHODS = ["step", "fused_step", "update"]
@@ -437,7 +437,7 @@ def test_counting_in_dcasgd_and_sgd_same(cls, use_fused_step):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# lr_mult / wd_mult (SPEC section 2)
+# lr_mult / wd_mult (docs/SEMANTICS.md §2)
 # --------------------------------------------------------------------------------------------------------------
 
 LR, WD = 0.5, 0.25
@@ -524,7 +524,7 @@ def test_no_name_based_weight_decay_rule(name):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# multi_precision (SPEC section 2, 4)
+# multi_precision (docs/SEMANTICS.md §2, 4)
 # --------------------------------------------------------------------------------------------------------------
 
 def _low_weight(dtype, shape=(7,), seed=0):
@@ -664,7 +664,7 @@ def test_dcasgd_update_multi_precision_matches_float64_model():
         opt.update_multi_precision([0], [w], [g], [state])
         ew, em, ep = _f64_dcasgd(ew, em, ep, g, lr=0.1, mu=0.9, lam=0.5, wd=0.1)
     w32, (m32, prev32) = state
-    # SPEC section 7 worked example: w2 = 0.82765853, m2 = -0.11234149, prev = 0.94
+    # docs/SEMANTICS.md §7 worked example: w2 = 0.82765853, m2 = -0.11234149, prev = 0.94
     np.testing.assert_allclose(w32, 0.82765853, rtol=2e-6)
     np.testing.assert_allclose(m32, -0.11234149, rtol=2e-6)
     np.testing.assert_allclose(prev32, 0.94, rtol=2e-6)
@@ -705,7 +705,7 @@ def test_aggregate_num_non_integer_finite_rejected(value):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# update -> step / fused_step dispatch, and both paths give the SPEC numbers
+# update -> step / fused_step dispatch, and both paths give docs/SEMANTICS.md numbers
 # --------------------------------------------------------------------------------------------------------------
 
 def _spy(cls_name, calls):

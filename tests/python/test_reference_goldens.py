@@ -1,4 +1,4 @@
-"""The test oracle (reference.py) against every worked number of SPEC.md sections 3, 6 and 7.
+"""The test oracle (reference.py) against every worked number of docs/SEMANTICS.md §3, 6 and 7.
 
 Needs no fusedopt: it checks that the oracle the other test files use is itself right.
 """
@@ -13,7 +13,7 @@ import reference as ref
 from helpers import np_dtype
 
 
-# ------------------------------------------------------------------------------ SPEC section 3
+# ------------------------------------------------------------------------------ docs/SEMANTICS.md §3
 def test_reference_sgd_momentum_worked_example():
     # w=1, g=1, lr=0.1, mu=0.9, wd=0: step 1 m=-0.1, w=0.9; step 2 m=-0.19, w=0.71
     w, m = ref.sgd_mom_update(1.0, 1.0, 0.0, lr=0.1, momentum=0.9)
@@ -73,7 +73,7 @@ def test_reference_refuses_what_spec_refuses(bad):
         ref.sgd_update(np.ones(2), np.ones(2), **kw)
 
 
-# ------------------------------------------------------------------------------ SPEC section 6
+# ------------------------------------------------------------------------------ docs/SEMANTICS.md §6
 W0 = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]], dtype=np.float64)
 ROWS = np.array([[1, 2, 3], [-1, -1, -1]], dtype=np.float64)
 IDX = np.array([1, 3])
@@ -127,15 +127,15 @@ def test_reference_run_sgd_row_sparse_matches_single_step():
         np.testing.assert_array_equal(r.mom, m)
 
 
-# ------------------------------------------------------------------------------ SPEC section 7
+# ------------------------------------------------------------------------------ docs/SEMANTICS.md §7
 # w0=1, g=0.5 each step, lr=0.1, wd=0.1, lam=0.5.
-# Exact decimals derived by hand from the SPEC formula:
+# Exact decimals derived by hand from docs/SEMANTICS.md formula:
 #   r1 = 0.6, w1 = 0.94;  r2 = 0.5 + 0.094 = 0.594,
 #   d2 = 0.594 + 0.5 * 0.594^2 * (0.94 - 1) = 0.58341492
 #   mu=0:   w2 = 0.94 - 0.058341492 = 0.881658508
 #   mu=0.9: m1 = -0.06, m2 = -0.054 - 0.058341492 = -0.112341492, w2 = 0.827658508
-# SPEC prints w2(mu=0.9) as 0.82765853: that is the float32 result, 2.2e-8 from the exact value,
-# so SPEC's printed numbers are checked at 5e-8 and the exact decimals at 1e-15.
+# docs/SEMANTICS.md prints w2(mu=0.9) as 0.82765853: that is the float32 result, 2.2e-8 from the exact value,
+# so the documented printed numbers are checked at 5e-8 and the exact decimals at 1e-15.
 DCASGD_KW = dict(lr=0.1, wd=0.1, lamda=0.5)
 
 
@@ -145,7 +145,7 @@ def test_reference_dcasgd_worked_example_no_momentum():
     assert math.isclose(float(w1), 0.94, abs_tol=1e-15) and float(p1) == 1.0
     w2, _, p2 = ref.dcasgd_update(w1, 0.5, None, p1, **DCASGD_KW)
     assert math.isclose(float(w2), 0.881658508, abs_tol=1e-15)
-    assert math.isclose(float(w2), 0.8816585, abs_tol=5e-8)  # SPEC's printed value
+    assert math.isclose(float(w2), 0.8816585, abs_tol=5e-8)  # the documented printed value
     assert float(p2) == float(w1)  # prev after step 2 = 0.94
 
 
@@ -156,7 +156,7 @@ def test_reference_dcasgd_worked_example_momentum():
     w2, m2, p2 = ref.dcasgd_update(w1, 0.5, m1, p1, momentum=0.9, **DCASGD_KW)
     assert math.isclose(float(m2), -0.112341492, abs_tol=1e-15)
     assert math.isclose(float(w2), 0.827658508, abs_tol=1e-15)
-    assert math.isclose(float(m2), -0.11234149, abs_tol=5e-8)  # SPEC's printed values
+    assert math.isclose(float(m2), -0.11234149, abs_tol=5e-8)  # the documented printed values
     assert math.isclose(float(w2), 0.82765853, abs_tol=5e-8)
     assert math.isclose(float(p2), 0.94, abs_tol=1e-15)
 

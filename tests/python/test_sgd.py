@@ -1,4 +1,4 @@
-"""Dense SGD on float32 / float64 weights against the float64 reference (SPEC section 3).
+"""Dense SGD on float32 / float64 weights against the float64 reference (docs/SEMANTICS.md §3).
 
 Paths (one test body each):
   functional      fusedopt.sgd_update / sgd_mom_update
@@ -6,7 +6,7 @@ Paths (one test body each):
   update-unfused  SGD(use_fused_step=False).update  (-> step)
   step            SGD(use_fused_step=False).step
   fused_step      SGD(use_fused_step=True).fused_step
-Expected values come only from reference.py or from SPEC's worked numbers.
+Expected values come only from reference.py or from the documented worked numbers.
 """
 from __future__ import annotations
 
@@ -165,10 +165,10 @@ def test_sgd_create_state_multi_precision_float32_weight(momentum, float_dtype, 
         assert not state.any()
 
 
-# ------------------------------------------------------------------------------ SPEC goldens
+# ------------------------------------------------------------------------------ docs/SEMANTICS.md goldens
 @pytest.mark.parametrize("path", PATHS)
 def test_golden_momentum_two_steps(path, float_dtype):
-    """SPEC 3: w=1, g=1, lr=0.1, mu=0.9: step 1 m=-0.1, w=0.9; step 2 m=-0.19, w=0.71."""
+    """docs/SEMANTICS.md §3: w=1, g=1, lr=0.1, mu=0.9: step 1 m=-0.1, w=0.9; step 2 m=-0.19, w=0.71."""
     w = np.ones(1, float_dtype)
     g = np.ones(1, float_dtype)
     drv = Driver(path, w, lr=0.1, momentum=0.9)
@@ -182,7 +182,7 @@ def test_golden_momentum_two_steps(path, float_dtype):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_golden_clip(path, float_dtype):
-    """SPEC 3: w=[1,-2,3,0.5], g=[0.3,-0.7,2,-0.1], lr=0.1, c=0.5 -> [0.97,-1.95,2.95,0.51]."""
+    """docs/SEMANTICS.md §3: w=[1,-2,3,0.5], g=[0.3,-0.7,2,-0.1], lr=0.1, c=0.5 -> [0.97,-1.95,2.95,0.51]."""
     w = np.array([1, -2, 3, 0.5], float_dtype)
     g = np.array([0.3, -0.7, 2, -0.1], float_dtype)
     Driver(path, w, lr=0.1, clip_gradient=0.5).step(g)
@@ -203,7 +203,7 @@ def test_golden_zero_d(path, float_dtype):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_float64_hyper_parameters_are_exact(path, rng):
-    """SPEC 3: float64 weights use exact double hyper-parameters (MXNet rounds to float32).
+    """docs/SEMANTICS.md §3: float64 weights use exact double hyper-parameters (MXNet rounds to float32).
 
     The float64 tolerance (1e-12) is far below the effect of float32-rounded lr/wd/rg/mu
     (~1e-9 here), which this test proves before comparing."""
@@ -288,7 +288,7 @@ GRAD_OPTS = dict(momentum=0.9, wd=0.01, rescale_grad=0.5, clip_gradient=0.1)
 
 @pytest.mark.parametrize("path", PATHS)
 def test_gradient_is_never_modified(path, float_dtype, rng):
-    """SPEC 3: the gradient passed in is never modified (MXNet's step rescales/clips it)."""
+    """docs/SEMANTICS.md §3: the gradient passed in is never modified (MXNet's step rescales/clips it)."""
     inp = make_inputs(rng, (4097,), float_dtype, steps=3, grad_scale=3.0)
     w = inp.weight.copy()
     drv = Driver(path, w, **GRAD_OPTS)
@@ -408,7 +408,7 @@ REPS = 37
                          ids=options_id)
 @pytest.mark.parametrize("path", PATHS)
 def test_nonfinite_gradients_propagate(path, opts, float_dtype, cpu_capability):
-    """NaN/Inf in the gradient propagate as IEEE arithmetic on SPEC's formula; NaN passes clip,
+    """NaN/Inf in the gradient propagate as IEEE arithmetic on the documented formula; NaN passes clip,
     +-inf is clipped to +-c when clipping is on (c = inf clips nothing)."""
     w0 = np.tile(np.array(NONFINITE_W, float_dtype), REPS)
     g1 = np.tile(np.array(NONFINITE_G, float_dtype), REPS)

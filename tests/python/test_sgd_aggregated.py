@@ -1,8 +1,8 @@
-"""Aggregated (multi-tensor) SGD updates (SPEC sections 2 ``aggregate_num``, 5 and 10).
+"""Aggregated (multi-tensor) SGD updates (docs/SEMANTICS.md §2 ``aggregate_num``, 5 and 10).
 
 ``multi_sgd_update``, ``multi_sgd_mom_update``, ``multi_mp_sgd_update`` and
 ``multi_mp_sgd_mom_update`` must give, per tensor ``k``, *bitwise* the result of the single-tensor
-kernel called with ``lrs[k]`` / ``wds[k]`` (SPEC 5: "Results must equal the per-tensor path"), and
+kernel called with ``lrs[k]`` / ``wds[k]`` (docs/SEMANTICS.md §5: "Results must equal the per-tensor path"), and
 match ``reference.py`` within the tolerance table. ``SGD(aggregate_num=k).fused_step`` on a list of
 mixed dtypes must equal per-index updates. Whole calls are validated before the first write.
 """
@@ -316,7 +316,7 @@ def _mixed_params(rng, dtypes):
 
 
 def _effective_lr_wd(index):
-    """lr and wd of ``index`` for the optimizers made by ``_sgd`` (SPEC 2 multipliers)."""
+    """lr and wd of ``index`` for the optimizers made by ``_sgd`` (docs/SEMANTICS.md §2 multipliers)."""
     return 0.05 * LR_MULT.get(index, 1.0), 0.01 * WD_MULT.get(index, 1.0)
 
 
@@ -516,7 +516,7 @@ def _bad_last_params():
 
 @pytest.mark.parametrize("kname,bad", _bad_last_params())
 def test_bad_last_tensor_nothing_written(rng, kname, bad):
-    """SPEC 10: validation of every tensor completes before the first write, so an error in the
+    """docs/SEMANTICS.md §10: validation of every tensor completes before the first write, so an error in the
     LAST tensor leaves the first ones untouched."""
     kernel, t, kw = _valid_call(rng, kname, n=6)
     k = len(t.weights) - 1

@@ -1,4 +1,4 @@
-"""Multi-precision SGD / DCASGD for float16 and bfloat16 weights (SPEC sections 2, 4, 10).
+"""Multi-precision SGD / DCASGD for float16 and bfloat16 weights (docs/SEMANTICS.md §2, 4, 10).
 
 Covers the functional kernels ``mp_sgd_update``, ``mp_sgd_mom_update``, ``mp_dcasgd_update``, the
 optimizer classes with ``multi_precision=True`` (both the ``step`` and the ``fused_step`` path), and
@@ -42,7 +42,7 @@ FP16_WARNING = ("Accumulating with float16 in optimizer can lead to poor accurac
 LOW_DTYPES = [dtype_param(n) for n in LOW_DTYPE_NAMES]
 
 # Sizes around SIMD widths (8/16 fp32 lanes, 16/32 half lanes), a non-multiple of common chunk
-# sizes (4097, 278011) and multi-dimensional shapes; (0,) is a valid no-op (SPEC section 10).
+# sizes (4097, 278011) and multi-dimensional shapes; (0,) is a valid no-op (docs/SEMANTICS.md §10).
 SIZES = [1, 7, 8, 15, 16, 17, 31, 33, 4097, 278011]
 SHAPES = [(n,) for n in SIZES] + [(4, 33), (3, 5, 7), (2, 3, 4, 17), (0,)]
 
@@ -368,7 +368,7 @@ def test_low_precision_kernels_without_master(rng, dtype_name, kernel, opts, sha
 ])
 @pytest.mark.parametrize("dtype_name", LOW_DTYPES)
 def test_low_precision_without_master_rounds_once_per_step(rng, dtype_name, kernel, opts):
-    """SPEC section 4 decision: one rounding per stored element and step.
+    """docs/SEMANTICS.md §4 decision: one rounding per stored element and step.
 
     Each step is checked from the kernel's own previous state, against the float64 rule rounded
     once to the storage dtype. fp32 registers differ from that only for values within a few fp32
@@ -481,7 +481,7 @@ for _kernel, _args in (("mp_sgd_update", ("weight32",)),
 @pytest.mark.parametrize("kernel,bad_arg,kind,exc", BAD_STATE_CASES)
 @pytest.mark.parametrize("dtype_name", LOW_DTYPES)
 def test_mp_kernels_reject_bad_state(rng, dtype_name, kernel, bad_arg, kind, exc):
-    """SPEC section 4: mom / weight32 (/ prev32) must be float32 of the weight's shape.
+    """docs/SEMANTICS.md §4: mom / weight32 (/ prev32) must be float32 of the weight's shape.
 
     The error names the argument, and nothing (weight, master, momentum, prev) is written.
     """

@@ -1,8 +1,8 @@
-"""Row-sparse gradients for SGD (SPEC section 6, errors of section 10).
+"""Row-sparse gradients for SGD (docs/SEMANTICS.md §6, errors of section 10).
 
 ``fusedopt.row_sparse_array((data, indices), shape)`` through the functional kernels
 (``sgd_update`` / ``sgd_mom_update`` with ``lazy_update``) and ``SGD(lazy_update=...)``.
-Expected values: the SPEC section 6 worked example (golden numbers) and ``reference.py``
+Expected values: the docs/SEMANTICS.md §6 worked example (golden numbers) and ``reference.py``
 (``run_sgd`` with ``RowSparseGrad`` items) for random cases.
 
 Lazy: only stored rows are touched (an all-zero stored row still decays); rows never stored are
@@ -93,7 +93,7 @@ def test_row_sparse_array_shape_as_list_and_3d():
 
 
 # --------------------------------------------------------------------------------------------
-# SPEC section 6 worked example
+# docs/SEMANTICS.md §6 worked example
 # --------------------------------------------------------------------------------------------
 W_EXAMPLE = [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
 NO_MOM = {

@@ -193,7 +193,7 @@ SHAPES = [(3, 5), (0,), (7,), ()]
 
 def _run(opt: Any, weights: list, grads: list[list]) -> list[Any]:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # fp16 without multi_precision warns (SPEC)
+        warnings.simplefilter("ignore", UserWarning)  # fp16 without multi_precision warns (docs/SEMANTICS.md)
         states = [opt.create_state_multi_precision(i, w) for i, w in enumerate(weights)]
     idx = list(range(len(weights)))
     for g in grads:

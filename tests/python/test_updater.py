@@ -1,7 +1,7 @@
-"""Tests of ``fusedopt.Updater`` / ``get_updater`` and the saved-state format (SPEC section 9, PITFALLS (d)
+"""Tests of ``fusedopt.Updater`` / ``get_updater`` and the saved-state format (docs/SEMANTICS.md §9, PITFALLS (d)
 rows 30-31).
 
-The hostile-input tests assume nothing about the saved format beyond SPEC: they use random bytes, truncation,
+The hostile-input tests assume nothing about the saved format beyond docs/SEMANTICS.md: they use random bytes, truncation,
 pickle payloads and generic zip archives.  Where a test mutates a *valid* archive (a zip member, a JSON field
 named like "version"), it only does so when the archive really is a zip / has such a field, and skips otherwise.
 Every malformed input must be answered with ``ValueError`` and must never run code.
@@ -72,7 +72,7 @@ def assert_same_states(sa, sb):
 
 
 class _Quiet:
-    """Ignore the SPEC's float16-accumulation warning (fp16 weights without multi_precision)."""
+    """Ignore the documented float16-accumulation warning (fp16 weights without multi_precision)."""
 
     def __enter__(self):
         self._cm = warnings.catch_warnings()
@@ -537,7 +537,7 @@ def _zip(members):
 
 
 def _zip_members(blob):
-    """Members of ``blob`` if it is a zip archive (as the SPEC's example format is), else None."""
+    """Members of ``blob`` if it is a zip archive (as the documented example format is), else None."""
     try:
         with zipfile.ZipFile(io.BytesIO(blob)) as zf:
             return {info.filename: zf.read(info.filename) for info in zf.infolist()}

@@ -9,6 +9,7 @@
 #include "fusedopt/lr_scheduler.h"
 #include "fusedopt/optimizer.h"
 #include "fusedopt/params.h"
+#include "fusedopt/plan.h"
 #include "fusedopt/prepared.h"
 #include "fusedopt/sgd.h"
 #include "fusedopt/tensor_view.h"

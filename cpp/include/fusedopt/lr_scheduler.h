@@ -1,4 +1,4 @@
-// lr_scheduler.h — learning-rate schedulers with MXNet 2.0 semantics (SPEC.md §8). The single
+// lr_scheduler.h — learning-rate schedulers with MXNet 2.0 semantics (docs/SEMANTICS.md §8). The single
 // implementation: fusedopt.lr_scheduler in Python wraps these classes.
 #pragma once
 

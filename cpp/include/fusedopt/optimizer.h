@@ -1,6 +1,6 @@
 // optimizer.h — SGD and DCASGD optimizer objects for training loops written in C++: they own one state
 // per parameter index (in host memory), apply lr/wd multipliers, count updates and take an LR
-// scheduler, with the defaults, rules and error messages of the Python classes (SPEC.md §2, §3, §7).
+// scheduler, with the defaults, rules and error messages of the Python classes (docs/SEMANTICS.md §2, §3, §7).
 // Weights and gradients are passed as views on every call; states are created on first sight.
 #pragma once
 

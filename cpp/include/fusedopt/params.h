@@ -1,4 +1,4 @@
-// params.h — hyper-parameters of the update operators. Defaults equal the Python ones (SPEC.md §1, §3, §7).
+// params.h — hyper-parameters of the update operators. Defaults equal the Python ones (docs/SEMANTICS.md §1, §3, §7).
 #pragma once
 
 #include <optional>

@@ -37,6 +37,11 @@ class PreparedUpdate {
             std::optional<double> clip_gradient = std::nullopt, double lamda = 0.04,
             Stream stream = {});
 
+  /// The checks step() makes before writing, for the same scalars; writes nothing. A caller that
+  /// steps several prepared updates as one call checks them all first.
+  void check(double lr, double wd, double momentum = 0.0, double rescale_grad = 1.0,
+             std::optional<double> clip_gradient = std::nullopt, double lamda = 0.04) const;
+
   /// Number of tensors registered.
   std::size_t size() const;
 

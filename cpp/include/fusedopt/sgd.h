@@ -23,7 +23,7 @@ void mp_sgd_update(TensorView weight, TensorView grad, TensorView weight32, cons
 void mp_sgd_mom_update(TensorView weight, TensorView grad, TensorView mom, TensorView weight32,
                        const SgdParams& p, Stream stream = {});
 
-/// Row-sparse gradients (SPEC.md §6): p.lazy_update selects lazy (stored rows only) or standard
+/// Row-sparse gradients (docs/SEMANTICS.md §6): p.lazy_update selects lazy (stored rows only) or standard
 /// (every row, zero gradient where not stored). Indices may be unsorted; duplicates and out-of-range
 /// rows are a ValueError.
 void sgd_update(TensorView weight, const RowSparseView& grad, const SgdParams& p, Stream stream = {});
