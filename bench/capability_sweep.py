@@ -270,6 +270,25 @@ ALL_RULES = ("sgd/f32", "sgd_mom/f32", "sgd/f64", "sgd_mom/f16", "mp_sgd/f16", "
              "multi_sgd_mom/f32", "multi_mp_sgd_mom/bf16", "rsp_lazy_sgd_mom/f32", "rsp_std_sgd_mom/f32")
 
 
+def dump_compact(data: dict[str, Any]) -> str:
+    def rounded(x: Any) -> Any:
+        if isinstance(x, float):
+            return float(f"{x:.4g}") if abs(x) >= 1e-3 else round(x, 8)
+        if isinstance(x, dict):
+            return {k: rounded(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [rounded(v) for v in x]
+        return x
+
+    lines = ['{"runs": [']
+    lines.append(",\n".join(json.dumps(r) for r in data["runs"]))
+    lines.append('], "cells": {')
+    lines.append(",\n".join(f"{json.dumps(k)}: {json.dumps(rounded(v), separators=(',', ':'))}"
+                            for k, v in data["cells"].items()))
+    lines.append("}}\n")
+    return "\n".join(lines)
+
+
 def print_summary(path: str) -> None:
     with open(path) as f:
         data = json.load(f)
@@ -414,8 +433,8 @@ def main() -> None:
         for key, s in cells.items():
             s["run"] = run_id
             data["cells"].setdefault(key, []).append(s)
-        with open(args.json, "w") as f:
-            json.dump(data, f, indent=1)
+        with open(args.json, "w") as f:  # one cell per line; samples rounded to 10 ns
+            f.write(dump_compact(data))
 
 
 if __name__ == "__main__":
