@@ -103,8 +103,8 @@ std::int64_t head_to_line(const Acc* w) {
 /// numbers either way; only the branchless compare-and-blend is saved). The first elements, up to
 /// w's first 64-byte line, run on their own so the vector loop loads and stores whole lines: large
 /// NumPy arrays start 16 bytes past a page, and there every other 32-byte access (every 64-byte one)
-/// straddles two lines. Measured (sgd_mom, 1 thread, AVX2, NumPy placement): 64 Ki 120 -> 189 GB/s,
-/// 1 Mi 109 -> 140 GB/s (cpu/README.md).
+/// straddles two lines. Measured (sgd_mom, 1 thread, 256-bit vectors, NumPy placement): 64 Ki
+/// 113-117 -> 178-179 GB/s, 1 Mi 82-106 -> 138-144, 16 Mi 38 -> 42 (cpu/README.md).
 template <class Acc, RuleKind R, bool kMom, bool kGrad>
 void apply(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m, Acc* __restrict prev,
            std::int64_t n, const RuleScalars<Acc> p) {
