@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import operator
 import warnings
 from collections import defaultdict
 from typing import Any, Callable, Iterable
 
 import torch
 
+from . import _arrays
 from . import functional as F
 from ._validate import check_clip, check_finite, check_nonnegative
 from .sparse import RowSparseArray
 
 __all__ = ["DCASGD", "SGD"]
 
-_NONE_TYPE = type(None)
+_GRAD = operator.attrgetter("grad")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _LOW = (torch.float16, torch.bfloat16)
 _HAS_ADAPTIVE = "mean_squares" in inspect.signature(F.multi_dcasgd_update).parameters
@@ -55,6 +57,18 @@ def _state_like(p: torch.Tensor, dtype: torch.dtype | None = None, src: Any = No
     return t
 
 
+def _kernel_view(state: torch.Tensor | None) -> Any:
+    """What the kernels are handed for a state tensor the optimizer owns: a NumPy view of a CPU tensor
+    (the same memory; a NumPy array crosses into the native core several times faster than a tensor
+    through DLPack, which matters with many small tensors), the tensor itself on other devices."""
+    if state is None or state.device.type != "cpu":
+        return state
+    try:
+        return _arrays.numpy_view(state)
+    except ImportError:  # bfloat16 without ml_dtypes
+        return state
+
+
 class _Sub:
     """Parameters of one group sharing device, dtype and precision mode: one kernel call per step."""
 
@@ -73,7 +87,7 @@ class _Plan:
     """Cached lists of one param group (rebuilt when the group's params, the optimizer's state or
     the need for momentum buffers change)."""
 
-    __slots__ = ("group", "params", "n", "epoch", "has_mom", "subs", "sub_of", "sparse")
+    __slots__ = ("group", "params", "n", "epoch", "has_mom", "subs", "sub_of", "general")
 
     def __init__(self, group: dict, epoch: int, has_mom: bool) -> None:
         self.group = group
@@ -83,7 +97,7 @@ class _Plan:
         self.has_mom = has_mom
         self.subs: list[_Sub] = []
         self.sub_of: list[tuple[_Sub, int]] = []
-        self.sparse = False  # a sparse gradient was seen: this group takes the general path
+        self.general = False  # None or sparse gradients at the last step: take the general path
 
 
 class _Call:
@@ -213,17 +227,22 @@ class _MXNetOptimizer(torch.optim.Optimizer):
             plan.sub_of.append((sub, len(sub.idx)))
             sub.idx.append(k)
             sub.weights.append(p)
-            sub.moms.append(state.get("mom"))
-            sub.prevs.append(state.get("prev"))
-            sub.masters.append(state.get("weight32"))
-            sub.mean_squares.append(state.get("mean_square"))
+            sub.moms.append(_kernel_view(state.get("mom")))
+            sub.prevs.append(_kernel_view(state.get("prev")))
+            sub.masters.append(_kernel_view(state.get("weight32")))
+            sub.mean_squares.append(_kernel_view(state.get("mean_square")))
         plan.subs = list(subs.values())
         plan.has_mom = with_mom
         self._plans[id(group)] = plan
         return plan
 
     def _group_calls(self, group: dict[str, Any], inv_scale: float, calls: list[_Call],
-                     touched: list[torch.Tensor]) -> None:
+                     touched: list[torch.Tensor], general: bool) -> None:
+        """Appends the kernel calls of one group's step (nothing is written here).
+
+        Fast path: every gradient handed to the aggregated kernels as it is (a None or sparse one
+        makes the kernel raise before writing, and the step is planned again with ``general``).
+        General path: None gradients skipped, sparse gradients as row-sparse updates."""
         params = group["params"]
         if not params:
             return
@@ -231,22 +250,25 @@ class _MXNetOptimizer(torch.optim.Optimizer):
         plan = self._plan(group, momentum)
         hyper = {"lr": lr, "momentum": momentum, "wd": wd, "rescale_grad": rg * inv_scale,
                  "clip_gradient": clip}
-        grads = [p.grad for p in params]
-        if not plan.sparse and _NONE_TYPE not in set(map(type, grads)):
-            for sub in plan.subs:
-                gs = grads if len(plan.subs) == 1 else [grads[k] for k in sub.idx]
-                calls.append(self._dense_call(group, sub, range(len(sub.idx)), gs, hyper))
+        grads = list(map(_GRAD, params))
+        if not (general or plan.general):
+            if len(plan.subs) == 1:
+                calls.append(self._dense_call(group, plan.subs[0], None, grads, hyper))
+            else:
+                for sub in plan.subs:
+                    calls.append(self._dense_call(group, sub, None, [grads[k] for k in sub.idx], hyper))
             touched.extend(params)
             return
-        # General path: None gradients skipped, sparse gradients as row-sparse updates.
         picked: dict[int, tuple[_Sub, list[int], list[Any]]] = {}
+        plan.general = False
         for k, g in enumerate(grads):
             if g is None:
+                plan.general = True
                 continue
             sub, j = plan.sub_of[k]
             touched.append(params[k])
             if g.layout is not torch.strided:
-                plan.sparse = True
+                plan.general = True
                 calls.append(self._sparse_call(group, sub, j, _sparse_rows(g), hyper))
                 continue
             entry = picked.setdefault(id(sub), (sub, [], []))
@@ -262,14 +284,6 @@ class _MXNetOptimizer(torch.optim.Optimizer):
     def _dense_call(self, group: dict[str, Any], sub: _Sub, js: Any, grads: list[Any],
                     hyper: dict[str, Any]) -> _Call:
         raise NotImplementedError
-
-    def _mark_sparse_groups(self) -> bool:
-        found = False
-        for plan in self._plans.values():
-            if not plan.sparse and any(p.grad is not None and p.grad.layout is not torch.strided
-                                       for p in plan.params):
-                plan.sparse = found = True
-        return found
 
     # ------------------------------------------------------------------------------------ step
     @torch.compiler.disable
@@ -289,11 +303,11 @@ class _MXNetOptimizer(torch.optim.Optimizer):
             return loss
         grad_scale = getattr(self, "grad_scale", None)
         inv_scale = 1.0 if grad_scale is None else 1.0 / float(grad_scale)
-        for attempt in range(2):
+        for general in (False, True):
             calls: list[_Call] = []
             touched: list[torch.Tensor] = []
             for group in self.param_groups:
-                self._group_calls(group, inv_scale, calls, touched)
+                self._group_calls(group, inv_scale, calls, touched, general)
             try:
                 if len(calls) > 1:  # several kernel calls: validate them all before the first write
                     for call in calls:
@@ -301,10 +315,10 @@ class _MXNetOptimizer(torch.optim.Optimizer):
                 for call in calls:
                     call.run()
                 break
-            except BufferError:
-                # A sparse gradient where a cached plan expected dense ones (the kernels refuse it
-                # before writing anything): those groups take the general path from now on.
-                if attempt or not self._mark_sparse_groups():
+            except (TypeError, BufferError):
+                # A None or sparse gradient on the fast path (refused before anything was written):
+                # plan again on the general path, which raises any genuine error again.
+                if general:
                     raise
         if touched:
             torch._C._increment_version(touched)
@@ -337,7 +351,7 @@ class SGD(_MXNetOptimizer):
     def _dense_call(self, group: dict[str, Any], sub: _Sub, js: Any, grads: list[Any],
                     hyper: dict[str, Any]) -> _Call:
         n = len(grads)
-        whole = isinstance(js, range)
+        whole = js is None
         ws = sub.weights if whole else [sub.weights[j] for j in js]
         moms = sub.moms if whole else [sub.moms[j] for j in js]
         lrs, wds = [hyper["lr"]] * n, [hyper["wd"]] * n
@@ -441,7 +455,7 @@ class DCASGD(_MXNetOptimizer):
     def _dense_call(self, group: dict[str, Any], sub: _Sub, js: Any, grads: list[Any],
                     hyper: dict[str, Any]) -> _Call:
         n = len(grads)
-        pick = (lambda xs: xs) if isinstance(js, range) else (lambda xs: [xs[j] for j in js])
+        pick = (lambda xs: xs) if js is None else (lambda xs: [xs[j] for j in js])
         ws, moms, prevs = pick(sub.weights), pick(sub.moms), pick(sub.prevs)
         masters = None if sub.masters[0] is None else pick(sub.masters)
         if n and moms[0] is None:
