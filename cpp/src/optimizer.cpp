@@ -42,7 +42,7 @@ bool same_layout(const TensorView& a, const TensorView& b) {
   if (a.dtype != b.dtype || a.ndim != b.ndim) return false;
   for (std::int32_t i = 0; i < a.ndim; ++i)
     if (a.shape[static_cast<std::size_t>(i)] != b.shape[static_cast<std::size_t>(i)]) return false;
-  return true;
+  return a.same_layout(b);
 }
 
 }  // namespace
@@ -112,6 +112,10 @@ Optimizer::Buffer Optimizer::make_buffer(const TensorView& like, DType dtype,
     }
   }
   b.view = TensorView(data, dtype, std::vector<std::int64_t>(like.shape.begin(), like.shape.begin() + like.ndim));
+  // A dense strided weight (Note [dense layouts]) was copied in memory order: the state keeps its
+  // strides, so element i of both sits at the same offset.
+  b.view.strides = like.strides;
+  b.view.has_strides = like.has_strides;
   return b;
 }
 
@@ -120,8 +124,10 @@ Optimizer::ParamState& Optimizer::state_for(std::int64_t index, const TensorView
   if (it != states_.end()) {
     FUSEDOPT_CHECK(same_layout(it->second.like, weight), ValueError, "the state of index ", index,
                    " was created for a ", dtype_name(it->second.like.dtype), " ",
-                   detail::shape_string(it->second.like), " weight, got a ",
-                   dtype_name(weight.dtype), " ", detail::shape_string(weight), " weight");
+                   detail::shape_string(it->second.like), " weight with strides ",
+                   detail::strides_string(it->second.like), ", got a ", dtype_name(weight.dtype),
+                   " ", detail::shape_string(weight), " weight with strides ",
+                   detail::strides_string(weight));
     return it->second;
   }
   FUSEDOPT_CHECK(weight.device.host_accessible(), ValueError,
@@ -129,9 +135,13 @@ Optimizer::ParamState& Optimizer::state_for(std::int64_t index, const TensorView
                  " is on a device (use the update operators with device buffers instead)");
   FUSEDOPT_CHECK(weight.data != nullptr || weight.numel() == 0, ValueError, "weight of index ",
                  index, " has a null data pointer");
+  // The states are copied from the weight's memory as one range: only a dense layout is one.
+  FUSEDOPT_CHECK(weight.ndim >= 0 && weight.ndim <= TensorView::kMaxDims && weight.is_dense(),
+                 ValueError, "weight of index ", index,
+                 " must be dense: C-contiguous, or a permutation of that layout with positive "
+                 "strides and no gaps or overlaps; got strides ", detail::strides_string(weight));
   ParamState st;
   st.like = weight;
-  st.like.has_strides = false;
   st.master = use_master(weight);
   init_state(st, weight);
   return states_.emplace(index, std::move(st)).first->second;

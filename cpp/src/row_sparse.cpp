@@ -29,6 +29,10 @@ void rsp_update(const char* op, TensorView& weight, const RowSparseView& grad, c
   FUSEDOPT_CHECK(weight.ndim >= 1, ValueError, op,
                  ": a row-sparse gradient needs a weight with at least one dimension, got shape ",
                  shape_string(weight));
+  // Rows are addressed as weight + r * row_len: only the C-contiguous layout has rows there.
+  FUSEDOPT_CHECK(weight.is_contiguous(), ValueError, op,
+                 ": a weight updated with a row-sparse gradient must be C-contiguous, got strides ",
+                 strides_string(weight), " (fusedopt never copies an array it updates in place)");
   FUSEDOPT_CHECK(grad.ndim >= 0 && grad.ndim <= TensorView::kMaxDims, ValueError, op,
                  ": grad has ndim ", grad.ndim, "; expected 0 to ", int(TensorView::kMaxDims));
   bool same_shape = grad.ndim == weight.ndim &&

@@ -17,6 +17,13 @@ void TensorView::set_shape(const std::int64_t* dims, std::int32_t n) {
   has_strides = false;
 }
 
+std::int64_t TensorView::stride(std::int32_t i) const {
+  if (has_strides) return strides[static_cast<std::size_t>(i)];
+  std::int64_t s = 1;
+  for (std::int32_t j = ndim - 1; j > i; --j) s *= shape[static_cast<std::size_t>(j)];
+  return s;
+}
+
 bool TensorView::is_contiguous() const {
   if (!has_strides) return true;
   std::int64_t expected = 1;
@@ -26,6 +33,39 @@ bool TensorView::is_contiguous() const {
     if (shape[k] != 1 && strides[k] != expected) return false;
     expected *= shape[k];
   }
+  return true;
+}
+
+bool TensorView::is_dense() const {
+  if (!has_strides || is_contiguous()) return true;
+  if (ndim < 0 || ndim > kMaxDims) return false;
+  // Dimensions of size > 1, by increasing stride: each stride must be the product of the sizes of the
+  // dimensions before it (1 for the first). Equal strides, gaps, 0 and negatives all fail.
+  std::array<std::int32_t, kMaxDims> dims{};
+  std::int32_t n = 0;
+  for (std::int32_t i = 0; i < ndim; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    if (shape[k] == 0) return true;  // no elements
+    if (shape[k] != 1) dims[static_cast<std::size_t>(n++)] = i;
+  }
+  std::sort(dims.begin(), dims.begin() + n, [this](std::int32_t a, std::int32_t b) {
+    return strides[static_cast<std::size_t>(a)] < strides[static_cast<std::size_t>(b)];
+  });
+  std::int64_t expected = 1;
+  for (std::int32_t j = 0; j < n; ++j) {
+    const auto k = static_cast<std::size_t>(dims[static_cast<std::size_t>(j)]);
+    if (strides[k] != expected) return false;
+    expected *= shape[k];  // no overflow: bounded by numel
+  }
+  return true;
+}
+
+bool TensorView::same_layout(const TensorView& o) const {
+  if (!has_strides && !o.has_strides) return true;
+  for (std::int32_t i = 0; i < ndim; ++i)
+    if (shape[static_cast<std::size_t>(i)] == 0) return true;
+  for (std::int32_t i = 0; i < ndim; ++i)
+    if (shape[static_cast<std::size_t>(i)] != 1 && stride(i) != o.stride(i)) return false;
   return true;
 }
 
@@ -46,6 +86,12 @@ std::string shape_string(const std::int64_t* dims, std::int32_t ndim) {
 }
 
 std::string shape_string(const TensorView& t) { return shape_string(t.shape.data(), t.ndim); }
+
+std::string strides_string(const TensorView& t) {
+  std::array<std::int64_t, TensorView::kMaxDims> s{};
+  for (std::int32_t i = 0; i < t.ndim; ++i) s[static_cast<std::size_t>(i)] = t.stride(i);
+  return shape_string(s.data(), t.ndim);
+}
 
 void check_nonnegative(const char* op, const char* name, double v) {
   FUSEDOPT_CHECK(std::isfinite(v) && v >= 0.0, ValueError, op, ": ", name,
@@ -116,8 +162,19 @@ void check_tensor_slow(const char* op, const Label& label, const TensorView& t,
                    " is on ", device_string(t.device), " but fusedopt was built without CUDA");
 #endif
   }
-  FUSEDOPT_CHECK(t.is_contiguous(), ValueError, op, ": ", to_string(label),
-                 " must be C-contiguous (fusedopt never copies an array it updates in place)");
+  if (like == nullptr) {
+    FUSEDOPT_CHECK(t.is_dense(), ValueError, op, ": ", to_string(label),
+                   " must be dense: C-contiguous, or a permutation of that layout (a transposed "
+                   "array, channels_last) with positive strides and no gaps or overlaps; got "
+                   "strides ", strides_string(t),
+                   " (fusedopt never copies an array it updates in place)");
+  } else {
+    FUSEDOPT_CHECK(t.same_layout(*like), ValueError, op, ": ", to_string(label),
+                   " must have the strides of ", to_string(*like_label), " ",
+                   strides_string(*like), ", got ", strides_string(t),
+                   " (the update runs over the memory of all its arrays as one flat range; "
+                   "fusedopt never copies an array it updates in place)");
+  }
   FUSEDOPT_CHECK(t.data != nullptr || t.numel() == 0, ValueError, op, ": ", to_string(label),
                  " has a null data pointer");
   if (access == Access::kWrite)

@@ -20,6 +20,8 @@ struct Label {
 std::string to_string(const Label& l);
 std::string shape_string(const TensorView& t);
 std::string shape_string(const std::int64_t* dims, std::int32_t ndim);
+/// The view's strides in elements, "(1, 3)" (the C-contiguous ones when it has none).
+std::string strides_string(const TensorView& t);
 
 /// lr, wd, momentum, lamda: finite and >= 0.
 void check_nonnegative(const char* op, const char* name, double v);
@@ -42,9 +44,14 @@ inline bool tensor_ok(const TensorView& t, std::initializer_list<DType> dtypes, 
   if (t.ndim < 0 || t.ndim > TensorView::kMaxDims) return false;
   bool dtype_ok = false;
   for (DType d : dtypes) dtype_ok |= d == t.dtype;
-  if (!dtype_ok || (access == Access::kWrite && t.read_only) || t.has_strides) return false;
+  if (!dtype_ok || (access == Access::kWrite && t.read_only)) return false;
   if (like != nullptr) {
     if (t.ndim != like->ndim || t.device != like->device) return false;
+    // Strided arrays (Note [dense layouts]) take the full check, which accepts a layout equal to
+    // the weight's; the weight itself was checked dense.
+    if (t.has_strides || like->has_strides) return false;
+  } else if (t.has_strides) {
+    return false;
   } else if (t.device.type == DeviceType::kCUDA && !FUSEDOPT_WITH_CUDA) {
     return false;
   }
@@ -59,8 +66,8 @@ inline bool tensor_ok(const TensorView& t, std::initializer_list<DType> dtypes, 
 }
 
 /// Checks one array: supported device, dtype one of `dtypes`, shape and device equal to `like` when
-/// given, C-contiguous, writable when written. `like` is null for the weight itself. Strided views
-/// (has_strides) take the full check, which accepts the ones that are contiguous after all.
+/// given, writable when written; the weight (`like` null) dense, every other array with the weight's
+/// strides (Note [dense layouts] in tensor_view.h). Strided views (has_strides) take the full check.
 inline void check_tensor(const char* op, const Label& label, const TensorView& t,
                          std::initializer_list<DType> dtypes, Access access, const TensorView* like,
                          const Label* like_label = nullptr) {

@@ -132,46 +132,51 @@ def device_id(a: Any) -> int:
 
 
 # ---------------------------------------------------------------------------------- allocation
+# States are made in the weight's memory layout (order "K" / preserve_format): a dense strided weight
+# (a transposed array, channels_last) is updated as one flat range together with its states, which
+# needs identical strides; for C-contiguous weights this is the C order.
 def zeros_like(a: Any, dtype: Any = None) -> Any:
-    """Zeros of a's shape in a's library (and device), with a's dtype unless `dtype` is given."""
+    """Zeros of a's shape and memory layout in a's library (and device), with a's dtype unless
+    `dtype` is given."""
     if isinstance(a, np.ndarray):
-        return np.zeros(a.shape, dtype=a.dtype if dtype is None else dtype)
+        return np.zeros_like(a, dtype=a.dtype if dtype is None else dtype, order="K")
     torch = _torch_of(a)
     if torch is not None:
         dt = a.dtype if dtype is None else _torch_dtype(torch, dtype)
-        return torch.zeros(tuple(a.shape), dtype=dt, device=a.device)
+        return torch.zeros_like(a.detach(), dtype=dt, memory_format=torch.preserve_format)
     cupy = _cupy_of(a)
     if cupy is not None:
         with a.device:
-            return cupy.zeros(a.shape, dtype=a.dtype if dtype is None else dtype)
+            return cupy.zeros_like(a, dtype=a.dtype if dtype is None else dtype, order="K")
     raise _unsupported(a)
 
 
 def copy_of(a: Any) -> Any:
-    """A C-contiguous copy of a in its own library and device."""
+    """A copy of a in its own library, device and memory layout."""
     if isinstance(a, np.ndarray):
-        return np.array(a, copy=True, order="C")
+        return np.array(a, copy=True, order="K")
     torch = _torch_of(a)
     if torch is not None:
-        return a.detach().clone(memory_format=torch.contiguous_format)
+        return a.detach().clone(memory_format=torch.preserve_format)
     cupy = _cupy_of(a)
     if cupy is not None:
         with a.device:
-            return cupy.array(a, copy=True, order="C")
+            return cupy.array(a, copy=True, order="K")
     raise _unsupported(a)
 
 
 def astype_float32(a: Any) -> Any:
-    """A new float32 C-contiguous copy of a (the master weight of a float16/bfloat16 weight)."""
+    """A new float32 copy of a in a's memory layout (the master weight of a float16/bfloat16
+    weight)."""
     if isinstance(a, np.ndarray):
-        return np.array(a, dtype=np.float32, order="C", copy=True)  # (ascontiguousarray makes 0-d 1-d)
+        return np.array(a, dtype=np.float32, order="K", copy=True)  # (ascontiguousarray makes 0-d 1-d)
     torch = _torch_of(a)
     if torch is not None:
-        return a.detach().to(dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
+        return a.detach().to(dtype=torch.float32, memory_format=torch.preserve_format, copy=True)
     cupy = _cupy_of(a)
     if cupy is not None:
         with a.device:
-            return cupy.array(a, dtype=cupy.float32, order="C", copy=True)
+            return cupy.array(a, dtype=cupy.float32, order="K", copy=True)
     raise _unsupported(a)
 
 
@@ -212,18 +217,29 @@ def to_numpy(a: Any) -> np.ndarray:
 
 
 def from_numpy_like(like: Any, a: np.ndarray) -> Any:
-    """`a` in the library and on the device of `like` (a C-contiguous NumPy array for NumPy; a new
-    tensor / array for the others)."""
+    """`a` in the library, on the device and in the memory layout of `like` (`a` itself for NumPy
+    when it already has that layout; a new array otherwise)."""
     if isinstance(like, np.ndarray):
         a = np.asarray(a)
-        return a if a.flags.c_contiguous else np.array(a, order="C")  # keeps 0-d arrays 0-d
+        if a.flags.c_contiguous and like.flags.c_contiguous:
+            return a
+        out = np.empty_like(like, dtype=a.dtype, order="K")  # keeps 0-d arrays 0-d
+        out[...] = a
+        return out
     torch = _torch_of(like)
     if torch is not None:
-        return _torch_from_numpy(torch, np.asarray(a), like.device)
+        t = _torch_from_numpy(torch, np.asarray(a), like.device)
+        if t.is_contiguous() and like.is_contiguous():
+            return t
+        out = torch.empty_like(like.detach(), dtype=t.dtype, memory_format=torch.preserve_format)
+        out.copy_(t)
+        return out
     cupy = _cupy_of(like)
     if cupy is not None:
         with like.device:
-            return cupy.array(np.asarray(a), order="C")
+            out = cupy.empty_like(like, dtype=np.asarray(a).dtype, order="K")
+            out[...] = cupy.asarray(np.asarray(a))
+            return out
     raise _unsupported(like)
 
 

@@ -34,7 +34,8 @@ struct ArrayRef {
 
 /// Converts `obj` (argument `name`) to a view. Raises TypeError for objects that are not arrays or have
 /// an unsupported dtype. Read-only / strided arrays are converted faithfully (flags, strides) and
-/// rejected by the C++ API where they are not allowed.
+/// rejected by the C++ API where they are not allowed (dense layouts shared by every array of an
+/// update are allowed: Note [dense layouts] in tensor_view.h).
 /// `op` and `name` (and `index` >= 0 for list arguments) label the argument in messages. Arguments whose
 /// name starts with "grad" are inputs; every other one is written by the operator.
 ArrayRef to_array_ref(py::handle obj, const char* op, const char* name, std::int64_t index = -1);

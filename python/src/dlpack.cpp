@@ -210,7 +210,8 @@ void fill_view(const DLTensor& t, std::uint64_t flags, bool versioned, int trust
 
   // Strides in elements. NULL = compact row-major (DLPack < 1.2). Size-1 dimensions may carry any
   // stride: they are normalised to the row-major value, so only real layout differences remain. The
-  // C++ API then rejects what is not C-contiguous (negative, zero, gapped or permuted strides).
+  // C++ API then accepts dense layouts shared by all arrays of an update (a transposed array,
+  // channels_last) and rejects the rest (negative, zero, gapped strides; strides that differ).
   view->has_strides = false;
   if (ndim > 0 && t.strides != nullptr && numel > 0) {
     std::int64_t expected = 1;
@@ -681,6 +682,7 @@ dtype = (code, bits, lanes), device = (type, id). `versioned`: a "dltensor_versi
                                            v.strides.begin(), v.strides.begin() + v.ndim))
                                      : py::none();
         d["contiguous"] = v.is_contiguous();
+        d["dense"] = v.is_dense();
         d["read_only"] = v.read_only;
         d["device"] = py::make_tuple(static_cast<int>(v.device.type), v.device.id);
         d["stream"] = r.stream ? py::cast(reinterpret_cast<std::uintptr_t>(r.stream->handle))

@@ -227,21 +227,22 @@ TEST_F(ApiErrors, ShapeMismatch) {
 }
 
 TEST_F(ApiErrors, NonContiguous) {
-  EXPECT_REJECTED(ValueError, N({"sgd_update", "weight", "contiguous"}),
+  // A transposed array is dense: accepted only when every array of the update has its strides.
+  EXPECT_REJECTED(ValueError, N({"sgd_update", "grad", "strides of weight"}),
                   fusedopt::sgd_update(transposed(w()), g(), sgd()));
-  EXPECT_REJECTED(ValueError, N({"sgd_update", "grad", "contiguous"}),
+  EXPECT_REJECTED(ValueError, N({"sgd_update", "grad", "strides of weight"}),
                   fusedopt::sgd_update(w(), transposed(g()), sgd()));
-  EXPECT_REJECTED(ValueError, N({"sgd_mom_update", "mom", "contiguous"}),
+  EXPECT_REJECTED(ValueError, N({"sgd_mom_update", "mom", "strides of weight"}),
                   fusedopt::sgd_mom_update(w(), g(), transposed(m()), sgd()));
-  EXPECT_REJECTED(ValueError, N({"mp_sgd_update", "weight32", "contiguous"}),
+  EXPECT_REJECTED(ValueError, N({"mp_sgd_update", "weight32", "strides of weight"}),
                   fusedopt::mp_sgd_update(hw(), hg(), transposed(w32()), sgd()));
-  EXPECT_REJECTED(ValueError, N({"dcasgd_update", "prev", "contiguous"}),
+  EXPECT_REJECTED(ValueError, N({"dcasgd_update", "prev", "strides of weight"}),
                   fusedopt::dcasgd_update(w(), g(), nullptr, transposed(prev()), dca()));
-  // A strided view of every other element (stride 2) is not contiguous either.
+  // A strided view of every other element (stride 2) is not dense.
   TensorView every_other = arena.view(0, DType::kFloat32, {8});
   every_other.has_strides = true;
   every_other.strides[0] = 2;
-  EXPECT_REJECTED(ValueError, N({"sgd_update", "weight", "contiguous"}),
+  EXPECT_REJECTED(ValueError, N({"sgd_update", "weight", "dense"}),
                   fusedopt::sgd_update(every_other, arena.view(1, DType::kFloat32, {8}), sgd()));
 }
 
@@ -573,7 +574,7 @@ TEST_F(ApiErrors, BadLastTensorLeavesTheFirstOnesUntouched) {
   TensorView strided = arena.view(2, DType::kFloat32, {16}, 256);
   strided.has_strides = true;
   strided.strides[0] = 2;
-  EXPECT_REJECTED(ValueError, N({"multi_sgd_mom_update", "moms[4]", "contiguous"}),
+  EXPECT_REJECTED(ValueError, N({"multi_sgd_mom_update", "moms[4]", "strides of weights[4]"}),
                   fusedopt::multi_sgd_mom_update(ws, gs, with(ms, strided), multi(5)));
   auto p = multi(5);
   p.lrs[4] = kNaN;

@@ -117,7 +117,6 @@ def test_numpy_read_only_flag_refused_for_weight_accepted_for_grad():
     [
         pytest.param(lambda b: b[::-1], id="negative-stride"),
         pytest.param(lambda b: b[::2], id="step-2"),
-        pytest.param(lambda b: b.reshape(2, 4).T, id="transpose"),
         pytest.param(lambda b: np.lib.stride_tricks.as_strided(b, (8,), (0,), writeable=True), id="stride-0"),
     ],
 )
@@ -125,7 +124,7 @@ def test_numpy_non_contiguous_weight_refused_nothing_written(make):
     base = np.linspace(1.0, 2.0, 8).astype(np.float32)
     w = make(base)
     snap = Snapshot(base)
-    with pytest.raises(ValueError, match="weight must be C-contiguous"):
+    with pytest.raises(ValueError, match="weight must be dense"):
         fo.sgd_update(Producer(w), np.ones(w.shape, np.float32), lr=0.5)
     snap.assert_unchanged()
 
@@ -370,9 +369,9 @@ def test_negative_strides_refused_without_touching_memory():
     # data points at the last element; the array extends below it
     t = T.make_tensor([4], address=base.ctypes.data + 3 * 4, base=base, strides=[-1])
     snap = Snapshot(base)
-    with pytest.raises(ValueError, match="weight must be C-contiguous"):
+    with pytest.raises(ValueError, match="weight must be dense"):
         fo.sgd_update(t, g4(), lr=0.5)
-    with pytest.raises(ValueError, match="grad must be C-contiguous"):
+    with pytest.raises(ValueError, match="grad must have the strides of weight"):
         fo.sgd_update(w4(), T.make_tensor([4], address=base.ctypes.data + 12, base=base, strides=[-1]), lr=0.5)
     snap.assert_unchanged()
 

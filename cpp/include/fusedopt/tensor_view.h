@@ -32,6 +32,14 @@ struct Stream {
 
 /// A non-owning view of a dense array: pointer, dtype, shape, optional strides (in elements; absent =
 /// C-contiguous), device and a read-only flag. Shapes are stored inline, so a view costs no allocation.
+///
+/// Note [dense layouts]: the updates are elementwise, so besides C-contiguous arrays they accept any
+/// dense layout — strides that are a permutation of a C-contiguous array's (a transposed matrix,
+/// torch's channels_last), positive, with no gaps and no two elements at one address — provided the
+/// weight, gradient and every state of one update have identical strides. Such arrays occupy exactly
+/// [data, data + numel) in memory and element i of one sits at the same offset as element i of the
+/// others, so the update runs over that range as one flat array. Anything else (different strides,
+/// gaps, broadcast or overlapping strides, negative strides) is refused, never copied.
 struct TensorView {
   static constexpr int kMaxDims = 8;
 
@@ -68,8 +76,16 @@ struct TensorView {
     for (std::int32_t i = 0; i < ndim; ++i) n *= shape[static_cast<std::size_t>(i)];
     return n;
   }
+  /// Stride of dimension i in elements (the C-contiguous one when the view has no strides).
+  std::int64_t stride(std::int32_t i) const;
   /// True when the elements are densely packed in row-major order (size-1 dims may have any stride).
   bool is_contiguous() const;
+  /// True when the elements occupy exactly [data, data + numel) once each, in any dimension order
+  /// (positive strides, no gaps, no overlap; size-1 dims may have any stride). See Note [dense layouts].
+  bool is_dense() const;
+  /// True when `o` (of the same shape) lays its elements out exactly as this view does: equal strides
+  /// in every dimension of size > 1. Arrays without elements always match.
+  bool same_layout(const TensorView& o) const;
 };
 
 /// A row-sparse gradient: `data` holds len(indices) rows of a (rows, ...) matrix, `indices` their row
