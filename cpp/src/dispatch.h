@@ -17,16 +17,26 @@ struct TypeTag {
 
 /// Calls f.template operator()<W, R, kMom, kMaster>() for the instantiation `kind` names. Only valid
 /// kinds reach here (the API validated them); master kinds exist for 16-bit weights only.
+template <RuleKind R>
+using RuleTag = std::integral_constant<RuleKind, R>;
+
 template <class F>
 void dispatch_kind(const UpdateKind& kind, F&& f) {
   auto by_flags = [&](auto w_tag, auto master_tag) {
     using W = typename decltype(w_tag)::type;
     constexpr bool kMaster = decltype(master_tag)::value;
-    const bool dca = kind.rule == RuleKind::kDcasgd;
-    if (dca && kind.momentum) f.template operator()<W, RuleKind::kDcasgd, true, kMaster>();
-    else if (dca) f.template operator()<W, RuleKind::kDcasgd, false, kMaster>();
-    else if (kind.momentum) f.template operator()<W, RuleKind::kSgd, true, kMaster>();
-    else f.template operator()<W, RuleKind::kSgd, false, kMaster>();
+    auto by_mom = [&](auto rule_tag) {
+      constexpr RuleKind R = decltype(rule_tag)::value;
+      if (kind.momentum) f.template operator()<W, R, true, kMaster>();
+      else f.template operator()<W, R, false, kMaster>();
+    };
+    switch (kind.rule) {
+      case RuleKind::kSgd: by_mom(RuleTag<RuleKind::kSgd>{}); break;
+      case RuleKind::kDcasgd: by_mom(RuleTag<RuleKind::kDcasgd>{}); break;
+      case RuleKind::kDcasgdAdaptive: by_mom(RuleTag<RuleKind::kDcasgdAdaptive>{}); break;
+      case RuleKind::kBackup: by_mom(RuleTag<RuleKind::kBackup>{}); break;
+      case RuleKind::kBackupAdaptive: by_mom(RuleTag<RuleKind::kBackupAdaptive>{}); break;
+    }
   };
   using kTrue = std::true_type;
   using kFalse = std::false_type;

@@ -10,11 +10,29 @@
 
 namespace fusedopt::detail {
 
-enum class RuleKind : std::uint8_t { kSgd, kDcasgd };
+/// The element rule of a launch (rules/update_rules.h). The DCASGD kinds differ in where the
+/// compensation's anchor comes from and in lambda:
+///   kDcasgd / kDcasgdAdaptive: MXNet's form, anchor = `prev` (the previous weight), rewritten to the
+///                              weight before the update by every update;
+///   kBackup / kBackupAdaptive: the paper's form, anchor = `prev` holding a backup that is only read;
+///   *Adaptive: lambda_t = lamda / sqrt(ms + eps) with the running mean square `ms` updated first.
+enum class RuleKind : std::uint8_t { kSgd, kDcasgd, kDcasgdAdaptive, kBackup, kBackupAdaptive };
+
+/// The rule reads an anchor (previous weight or backup) through Segment::prev.
+constexpr bool rule_has_anchor(RuleKind r) { return r != RuleKind::kSgd; }
+/// The rule writes its anchor (MXNet's previous weight); backups are only read.
+constexpr bool rule_writes_anchor(RuleKind r) {
+  return r == RuleKind::kDcasgd || r == RuleKind::kDcasgdAdaptive;
+}
+/// The rule reads and writes the running mean square Segment::ms (adaptive lambda).
+constexpr bool rule_adaptive(RuleKind r) {
+  return r == RuleKind::kDcasgdAdaptive || r == RuleKind::kBackupAdaptive;
+}
 
 /// Which instantiation of the update loop runs. With `master`, the weight is float16/bfloat16, the
 /// gradient has the weight's dtype, and master weight, momentum and prev are float32; the rule runs on
-/// the master and the weight is written as cast(master). Without it every operand has weight_dtype.
+/// the master and the weight is written as cast(master) (backup and mean square are float32 too).
+/// Without it every operand has weight_dtype.
 struct UpdateKind {
   DType weight_dtype = DType::kFloat32;
   RuleKind rule = RuleKind::kSgd;
@@ -24,24 +42,29 @@ struct UpdateKind {
 
 /// One contiguous run of elements updated with one lr / wd (a tensor, or a row of a row-sparse update).
 /// Unused operands are null. `g == nullptr` means a zero gradient (rows a row-sparse gradient does not
-/// store, in the standard update).
+/// store, in the standard update). `prev` is the DCASGD anchor: MXNet's previous weight (written) or a
+/// backup (kBackup*: only read, possibly a read-only array). `ms` is the mean square (adaptive rules).
 struct Segment {
   void* w = nullptr;
   const void* g = nullptr;
   void* m = nullptr;
   void* prev = nullptr;
+  void* ms = nullptr;
   float* w32 = nullptr;
   std::int64_t n = 0;
   double lr = 0.0;
   double wd = 0.0;
 };
 
-/// Scalars shared by every segment of a call. `clip` is +inf when clipping is off.
+/// Scalars shared by every segment of a call. `clip` is +inf when clipping is off. `ms_decay` and `eps`
+/// are used by the adaptive rules only.
 struct SharedScalars {
   double momentum = 0.0;
   double rescale_grad = 1.0;
   double clip = 0.0;
   double lamda = 0.0;
+  double ms_decay = 0.0;
+  double eps = 0.0;
 };
 
 /// A row-sparse update of a (rows x row_len) weight. `whole` points at row 0 of every dense operand.

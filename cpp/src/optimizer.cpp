@@ -152,10 +152,13 @@ TensorView Optimizer::state(std::int64_t index, const char* name) const {
   FUSEDOPT_CHECK(it != states_.end(), ValueError, "no state for index ", index);
   const ParamState& st = it->second;
   const std::string n(name);
-  const Buffer* b = n == "weight32" ? &st.weight32 : n == "mom" ? &st.mom : n == "prev" ? &st.prev
-                                                                                         : nullptr;
+  const Buffer* b = n == "weight32"      ? &st.weight32
+                    : n == "mom"         ? &st.mom
+                    : n == "prev"        ? &st.prev
+                    : n == "mean_square" ? &st.ms
+                                         : nullptr;
   FUSEDOPT_CHECK(b != nullptr, ValueError, "unknown state buffer '", n,
-                 "' (expected weight32, mom or prev)");
+                 "' (expected weight32, mom, prev or mean_square)");
   FUSEDOPT_CHECK(b->bytes != nullptr, ValueError, "index ", index, " has no '", n, "' state");
   TensorView v = b->view;
   v.read_only = true;
@@ -327,21 +330,30 @@ namespace fusedopt {
 DCASGD::DCASGD(const DCASGDOptions& o)
     : Optimizer(o, 0.1),
       momentum_(checked_nonneg("momentum", o.momentum)),
-      lamda_(checked_nonneg("lamda", o.lamda)) {}
+      lamda_(checked_nonneg("lamda", o.lamda)),
+      adaptive_(o.adaptive),
+      ms_decay_(o.ms_decay),
+      eps_(o.eps) {
+  FUSEDOPT_CHECK(std::isfinite(ms_decay_) && ms_decay_ >= 0.0 && ms_decay_ < 1.0, ValueError,
+                 "Invalid ms_decay value: ", ms_decay_, " (expected a finite number in [0, 1))");
+  FUSEDOPT_CHECK(std::isfinite(eps_) && eps_ > 0.0, ValueError, "Invalid eps value: ", eps_,
+                 " (expected a finite number > 0)");
+}
 
 void DCASGD::init_state(ParamState& st, const TensorView& w) {
   const DType state_dtype = st.master ? DType::kFloat32 : w.dtype;
   if (st.master) st.weight32 = make_buffer(w, DType::kFloat32, w.data);
   if (momentum_ != 0.0) st.mom = make_buffer(w, state_dtype, nullptr);
   st.prev = make_buffer(w, state_dtype, w.data);
+  if (adaptive_) st.ms = make_buffer(w, state_dtype, nullptr);
 }
 
 void DCASGD::check(const Item& it) {
   const ParamState& st = *it.state;
   check_dcasgd_args(it.weight, it.grad, st.mom.bytes ? &st.mom.view : nullptr, st.prev.view,
-                    st.master ? &st.weight32.view : nullptr,
+                    st.master ? &st.weight32.view : nullptr, st.ms.bytes ? &st.ms.view : nullptr,
                     DcasgdParams{it.lr, it.wd, st.mom.bytes ? momentum_ : 0.0, lamda_,
-                                  rescale_grad(), clip_gradient()});
+                                  rescale_grad(), clip_gradient(), ms_decay_, eps_});
 }
 
 void DCASGD::apply(std::vector<Item>& items) {
@@ -349,24 +361,27 @@ void DCASGD::apply(std::vector<Item>& items) {
     Item& it = items.front();
     ParamState& st = *it.state;
     const TensorView* mom = st.mom.bytes ? &st.mom.view : nullptr;
-    const DcasgdParams p{it.lr, it.wd, mom ? momentum_ : 0.0, lamda_, rescale_grad(),
-                         clip_gradient()};
+    const TensorView* ms = st.ms.bytes ? &st.ms.view : nullptr;
+    const DcasgdParams p{it.lr,          it.wd,           mom ? momentum_ : 0.0, lamda_,
+                         rescale_grad(), clip_gradient(), ms_decay_,             eps_};
     if (st.master)
-      mp_dcasgd_update(it.weight, it.grad, mom, st.prev.view, st.weight32.view, p);
+      mp_dcasgd_update(it.weight, it.grad, mom, st.prev.view, st.weight32.view, ms, p);
     else
-      dcasgd_update(it.weight, it.grad, mom, st.prev.view, p);
+      dcasgd_update(it.weight, it.grad, mom, st.prev.view, ms, p);
     return;
   }
   // One aggregated call per (master, momentum) kind, in order of first appearance (the caller has
   // validated every item already, so a later group cannot fail after an earlier one wrote).
   for (const bool master : {false, true}) {
     for (const bool with_mom : {false, true}) {
-      std::vector<TensorView> w, gr, m, prev, w32;
+      std::vector<TensorView> w, gr, m, prev, w32, ms;
       MultiDcasgdParams p;
       p.momentum = with_mom ? momentum_ : 0.0;
       p.lamda = lamda_;
       p.rescale_grad = rescale_grad();
       p.clip_gradient = clip_gradient();
+      p.ms_decay = ms_decay_;
+      p.eps = eps_;
       for (Item& it : items) {
         const ParamState& st = *it.state;
         if (st.master != master || (st.mom.bytes != nullptr) != with_mom) continue;
@@ -374,13 +389,14 @@ void DCASGD::apply(std::vector<Item>& items) {
         gr.push_back(it.grad);
         if (with_mom) m.push_back(st.mom.view);
         prev.push_back(st.prev.view);
+        if (adaptive_) ms.push_back(st.ms.view);
         if (master) w32.push_back(st.weight32.view);
         p.lrs.push_back(it.lr);
         p.wds.push_back(it.wd);
       }
       if (w.empty()) continue;
-      if (master) multi_mp_dcasgd_update(w, gr, m, prev, w32, p);
-      else multi_dcasgd_update(w, gr, m, prev, p);
+      if (master) multi_mp_dcasgd_update(w, gr, m, prev, w32, ms, p);
+      else multi_dcasgd_update(w, gr, m, prev, ms, p);
     }
   }
 }

@@ -26,6 +26,7 @@ OperandSet list_operands(std::size_t n, const TensorView* weights, const TensorV
   o.grad_name = "grads";
   o.mom_name = "moms";
   o.prev_name = "prevs";
+  o.ms_name = "mean_squares";
   o.master_name = "weights32";
   return o;
 }
@@ -39,14 +40,17 @@ void check_list_sizes(const char* op, std::size_t n, std::initializer_list<ListS
 void checked_update(const char* op, RuleKind rule, bool master, const OperandSet& o,
                     const SharedScalars& shared, Stream stream, bool dry_run) {
   const bool mom = o.moms != nullptr;
-  const bool dca = rule == RuleKind::kDcasgd;
+  const bool dca = rule_has_anchor(rule);
+  // MXNet's previous weight is rewritten; a backup is only read (it may be a read-only array).
+  const Access anchor_access = rule_writes_anchor(rule) ? Access::kWrite : Access::kRead;
+  const bool adaptive = rule_adaptive(rule);
   auto label = [&](const char* name, std::int64_t k) { return Label{name, o.indexed ? k : -1}; };
 
   // Per-thread scratch reused across calls: no allocation (and no page faults) on the hot path.
   thread_local OverlapChecker overlap;
   thread_local std::vector<Segment> segs;
   overlap.clear();
-  overlap.reserve(static_cast<std::size_t>(o.n) * 5);
+  overlap.reserve(static_cast<std::size_t>(o.n) * 6);
   const Device device = o.n > 0 ? o.weights[0].device : Device{};
   const Label first_weight = label(o.weight_name, 0);
   for (std::int64_t k = 0; k < o.n; ++k) {
@@ -63,7 +67,9 @@ void checked_update(const char* op, RuleKind rule, bool master, const OperandSet
     const DType state_dtype = master ? DType::kFloat32 : w.dtype;
     check_tensor(op, label(o.grad_name, k), o.grads[k], {w.dtype}, Access::kRead, &w, &wl);
     if (mom) check_tensor(op, label(o.mom_name, k), o.moms[k], {state_dtype}, Access::kWrite, &w, &wl);
-    if (dca) check_tensor(op, label(o.prev_name, k), o.prevs[k], {state_dtype}, Access::kWrite, &w, &wl);
+    if (dca) check_tensor(op, label(o.prev_name, k), o.prevs[k], {state_dtype}, anchor_access, &w, &wl);
+    if (adaptive)
+      check_tensor(op, label(o.ms_name, k), o.mss[k], {state_dtype}, Access::kWrite, &w, &wl);
     if (master)
       check_tensor(op, label(o.master_name, k), o.masters[k], {DType::kFloat32}, Access::kWrite, &w,
                    &wl);
@@ -72,7 +78,8 @@ void checked_update(const char* op, RuleKind rule, bool master, const OperandSet
     overlap.add(w, wl, Access::kWrite);
     overlap.add(o.grads[k], label(o.grad_name, k), Access::kRead);
     if (mom) overlap.add(o.moms[k], label(o.mom_name, k), Access::kWrite);
-    if (dca) overlap.add(o.prevs[k], label(o.prev_name, k), Access::kWrite);
+    if (dca) overlap.add(o.prevs[k], label(o.prev_name, k), anchor_access);
+    if (adaptive) overlap.add(o.mss[k], label(o.ms_name, k), Access::kWrite);
     if (master) overlap.add(o.masters[k], label(o.master_name, k), Access::kWrite);
   }
   overlap.check(op);
@@ -89,6 +96,7 @@ void checked_update(const char* op, RuleKind rule, bool master, const OperandSet
       s.g = o.grads[k].data;
       s.m = mom ? o.moms[k].data : nullptr;
       s.prev = dca ? o.prevs[k].data : nullptr;
+      s.ms = adaptive ? o.mss[k].data : nullptr;
       s.w32 = master ? static_cast<float*>(o.masters[k].data) : nullptr;
       s.n = o.weights[k].numel();
       s.lr = o.lrs[k];

@@ -17,7 +17,8 @@ struct OperandSet {
   const TensorView* weights = nullptr;
   const TensorView* grads = nullptr;
   const TensorView* moms = nullptr;
-  const TensorView* prevs = nullptr;
+  const TensorView* prevs = nullptr;  ///< DCASGD anchor: previous weights, or backups (kBackup*)
+  const TensorView* mss = nullptr;    ///< mean squares (adaptive rules)
   const TensorView* masters = nullptr;
   const double* lrs = nullptr;
   const double* wds = nullptr;
@@ -26,6 +27,7 @@ struct OperandSet {
   const char* grad_name = "grad";
   const char* mom_name = "mom";
   const char* prev_name = "prev";
+  const char* ms_name = "mean_square";
   const char* master_name = "weight32";
 };
 

@@ -273,8 +273,7 @@ def numpy_view(a: Any) -> Any:
 def _device_step_message(what: str) -> str:
     return (
         f"the reference step (use_fused_step=False) computes with NumPy on the host and cannot "
-        f"update a {what}; use use_fused_step=True (DCASGD defaults to use_fused_step=False: pass "
-        "DCASGD(..., use_fused_step=True) for device tensors)"
+        f"update a {what}; use use_fused_step=True (the default of SGD and DCASGD)"
     )
 
 

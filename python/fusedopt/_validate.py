@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["check_clip", "check_finite", "check_nonnegative"]
+__all__ = ["check_clip", "check_finite", "check_nonnegative", "check_positive", "check_unit_interval"]
 
 
 def _as_float(name: str, value: Any) -> float:
@@ -19,6 +19,22 @@ def check_nonnegative(name: str, value: Any) -> float:
     v = _as_float(name, value)
     if not math.isfinite(v) or v < 0:
         raise ValueError(f"Invalid {name} value: {value!r} (expected a finite number >= 0)")
+    return v
+
+
+def check_positive(name: str, value: Any) -> float:
+    """eps: a finite number > 0."""
+    v = _as_float(name, value)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"Invalid {name} value: {value!r} (expected a finite number > 0)")
+    return v
+
+
+def check_unit_interval(name: str, value: Any) -> float:
+    """ms_decay: a number in [0, 1)."""
+    v = _as_float(name, value)
+    if not 0 <= v < 1:  # rejects NaN and infinities too
+        raise ValueError(f"Invalid {name} value: {value!r} (expected a finite number in [0, 1))")
     return v
 
 

@@ -16,12 +16,17 @@ __all__ = [
     "set_counts",
     "bump_counts",
     "check_dcasgd_args",
+    "check_dcasgd_backup_args",
     "check_sgd_args",
+    "dcasgd_backup_update",
     "dcasgd_update",
+    "mp_dcasgd_backup_update",
     "mp_dcasgd_update",
     "mp_sgd_mom_update",
     "mp_sgd_update",
+    "multi_dcasgd_backup_update",
     "multi_dcasgd_update",
+    "multi_mp_dcasgd_backup_update",
     "multi_mp_dcasgd_update",
     "multi_mp_sgd_mom_update",
     "multi_mp_sgd_update",
@@ -139,6 +144,7 @@ def dcasgd_update(
     grad: Any,
     mom: Any,
     prev: Any,
+    mean_square: Any = None,
     *,
     lr: float,
     momentum: float = 0.0,
@@ -146,18 +152,26 @@ def dcasgd_update(
     wd: float = 0.0,
     rescale_grad: float = 1.0,
     clip_gradient: float | None = None,
+    ms_decay: float = 0.95,
+    eps: float = 1e-7,
 ) -> None:
-    """Delay-compensated SGD step (arXiv 1609.08326)::
+    """Delay-compensated SGD step (arXiv 1609.08326), MXNet's form (``prev`` is the weight before the
+    last update)::
 
         r = clip(rescale_grad * grad, clip_gradient) + wd * w
-        d = r + lamda * r * r * (w - prev)
+        adaptive (mean_square given): ms = ms_decay * ms + (1 - ms_decay) * r * r   (first)
+                                      lam_t = lamda / sqrt(ms + eps)
+        constant (mean_square None):  lam_t = lamda
+        d = r + lam_t * r * r * (w - prev)
         mom = momentum * mom - lr * d   (or step = -lr * d when mom is None)
         prev = w;  w = w + step
+
+    ``0 <= ms_decay < 1`` and ``eps > 0`` (checked whether or not ``mean_square`` is given).
     """
     _dense_only("dcasgd_update", grad)
     _core.dcasgd_update(
-        weight, grad, mom, prev, lr=lr, momentum=momentum, lamda=lamda, wd=wd,
-        rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+        weight, grad, mom, prev, mean_square, lr=lr, momentum=momentum, lamda=lamda, wd=wd,
+        rescale_grad=rescale_grad, clip_gradient=clip_gradient, ms_decay=ms_decay, eps=eps,
     )
 
 
@@ -167,6 +181,7 @@ def mp_dcasgd_update(
     mom: Any,
     prev32: Any,
     weight32: Any,
+    mean_square: Any = None,
     *,
     lr: float,
     momentum: float = 0.0,
@@ -174,12 +189,77 @@ def mp_dcasgd_update(
     wd: float = 0.0,
     rescale_grad: float = 1.0,
     clip_gradient: float | None = None,
+    ms_decay: float = 0.95,
+    eps: float = 1e-7,
 ) -> None:
-    """:func:`dcasgd_update` on the float32 master (float32 ``prev32`` and ``mom``); weight = cast."""
+    """:func:`dcasgd_update` on the float32 master (float32 ``prev32``, ``mom`` and ``mean_square``);
+    weight = cast(weight32)."""
     _dense_only("mp_dcasgd_update", grad)
     _core.mp_dcasgd_update(
-        weight, grad, mom, prev32, weight32, lr=lr, momentum=momentum, lamda=lamda, wd=wd,
-        rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+        weight, grad, mom, prev32, weight32, mean_square, lr=lr, momentum=momentum, lamda=lamda,
+        wd=wd, rescale_grad=rescale_grad, clip_gradient=clip_gradient, ms_decay=ms_decay, eps=eps,
+    )
+
+
+def dcasgd_backup_update(
+    weight: Any,
+    grad: Any,
+    backup: Any,
+    mom: Any = None,
+    mean_square: Any = None,
+    *,
+    lr: float,
+    lamda: float,
+    momentum: float = 0.0,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+    ms_decay: float = 0.95,
+    eps: float = 1e-7,
+) -> None:
+    """DC-ASGD as in the paper (Zheng et al., ICML 2017): the compensation's anchor is ``backup``, the
+    weight the pushing worker last pulled, which is only read (it may be a read-only array)::
+
+        r = clip(rescale_grad * grad, clip_gradient) + wd * w
+        adaptive (mean_square given): ms = ms_decay * ms + (1 - ms_decay) * r * r   (first)
+                                      lam_t = lamda / sqrt(ms + eps)
+        constant (mean_square None):  lam_t = lamda
+        d = r + lam_t * r * r * (w - backup)
+        mom given: mom = momentum * mom - lr * d;  w = w + mom      mom None: w = w - lr * d
+
+    With ``backup == weight`` the step is exactly :func:`sgd_update` / :func:`sgd_mom_update`'s.
+    ``momentum > 0`` needs ``mom``; ``0 <= ms_decay < 1``; ``eps > 0``.
+    """
+    _dense_only("dcasgd_backup_update", grad)
+    _core.dcasgd_backup_update(
+        weight, grad, backup, None, mom, mean_square, lr=lr, lamda=lamda, momentum=momentum, wd=wd,
+        rescale_grad=rescale_grad, clip_gradient=clip_gradient, ms_decay=ms_decay, eps=eps,
+    )
+
+
+def mp_dcasgd_backup_update(
+    weight: Any,
+    grad: Any,
+    backup: Any,
+    weight32: Any,
+    mom: Any = None,
+    mean_square: Any = None,
+    *,
+    lr: float,
+    lamda: float,
+    momentum: float = 0.0,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+    ms_decay: float = 0.95,
+    eps: float = 1e-7,
+) -> None:
+    """:func:`dcasgd_backup_update` of a float16/bfloat16 ``weight`` on its float32 master
+    ``weight32`` (float32 ``backup``, ``mom`` and ``mean_square``); then weight = cast(weight32)."""
+    _dense_only("mp_dcasgd_backup_update", grad)
+    _core.mp_dcasgd_backup_update(
+        weight, grad, backup, weight32, mom, mean_square, lr=lr, lamda=lamda, momentum=momentum,
+        wd=wd, rescale_grad=rescale_grad, clip_gradient=clip_gradient, ms_decay=ms_decay, eps=eps,
     )
 
 
@@ -197,6 +277,7 @@ def multi_dcasgd_update(
     grads: Sequence[Any],
     moms: Sequence[Any] | None,
     prevs: Sequence[Any],
+    mean_squares: Sequence[Any] | None = None,
     *,
     lrs: Sequence[float],
     wds: Sequence[float],
@@ -204,14 +285,18 @@ def multi_dcasgd_update(
     lamda: float = 0.04,
     rescale_grad: float = 1.0,
     clip_gradient: float | None = None,
+    ms_decay: float = 0.95,
+    eps: float = 1e-7,
 ) -> None:
     """Aggregated :func:`dcasgd_update` of parallel lists (not an MXNet operator): tensor k uses
     ``lrs[k]`` and ``wds[k]``; ``moms`` is None (no momentum; then ``momentum`` must be 0) or one
-    buffer per weight. One validation of the whole call before any write, one parallel region."""
+    buffer per weight; ``mean_squares`` None (constant lamda) or one per weight (adaptive). One
+    validation of the whole call before any write, one parallel region."""
     _dense_only_all("multi_dcasgd_update", grads)
     _core.multi_dcasgd_update(
-        weights, grads, moms, prevs, None, lrs=lrs, wds=wds, momentum=momentum, lamda=lamda,
-        rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+        weights, grads, moms, prevs, None, mean_squares, lrs=lrs, wds=wds, momentum=momentum,
+        lamda=lamda, rescale_grad=rescale_grad, clip_gradient=clip_gradient, ms_decay=ms_decay,
+        eps=eps,
     )
 
 
@@ -221,6 +306,7 @@ def multi_mp_dcasgd_update(
     moms: Sequence[Any] | None,
     prevs32: Sequence[Any],
     weights32: Sequence[Any],
+    mean_squares: Sequence[Any] | None = None,
     *,
     lrs: Sequence[float],
     wds: Sequence[float],
@@ -228,13 +314,71 @@ def multi_mp_dcasgd_update(
     lamda: float = 0.04,
     rescale_grad: float = 1.0,
     clip_gradient: float | None = None,
+    ms_decay: float = 0.95,
+    eps: float = 1e-7,
 ) -> None:
     """Aggregated :func:`mp_dcasgd_update` of parallel lists (float32 ``prevs32``, ``weights32`` and
-    ``moms`` when given)."""
+    ``moms`` / ``mean_squares`` when given)."""
     _dense_only_all("multi_mp_dcasgd_update", grads)
     _core.multi_mp_dcasgd_update(
-        weights, grads, moms, prevs32, weights32, lrs=lrs, wds=wds, momentum=momentum, lamda=lamda,
-        rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+        weights, grads, moms, prevs32, weights32, mean_squares, lrs=lrs, wds=wds,
+        momentum=momentum, lamda=lamda, rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+        ms_decay=ms_decay, eps=eps,
+    )
+
+
+def multi_dcasgd_backup_update(
+    weights: Sequence[Any],
+    grads: Sequence[Any],
+    backups: Sequence[Any],
+    moms: Sequence[Any] | None = None,
+    mean_squares: Sequence[Any] | None = None,
+    *,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    momentum: float = 0.0,
+    lamda: float,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+    ms_decay: float = 0.95,
+    eps: float = 1e-7,
+) -> None:
+    """Aggregated :func:`dcasgd_backup_update` of parallel lists: tensor k uses ``lrs[k]`` and
+    ``wds[k]``; ``moms`` and ``mean_squares`` are None or one array per weight. One validation of the
+    whole call before any write, one parallel region per weight dtype; bitwise equal to per-tensor
+    calls."""
+    _dense_only_all("multi_dcasgd_backup_update", grads)
+    _core.multi_dcasgd_backup_update(
+        weights, grads, backups, None, moms, mean_squares, lrs=lrs, wds=wds, momentum=momentum,
+        lamda=lamda, rescale_grad=rescale_grad, clip_gradient=clip_gradient, ms_decay=ms_decay,
+        eps=eps,
+    )
+
+
+def multi_mp_dcasgd_backup_update(
+    weights: Sequence[Any],
+    grads: Sequence[Any],
+    backups: Sequence[Any],
+    weights32: Sequence[Any],
+    moms: Sequence[Any] | None = None,
+    mean_squares: Sequence[Any] | None = None,
+    *,
+    lrs: Sequence[float],
+    wds: Sequence[float],
+    momentum: float = 0.0,
+    lamda: float,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+    ms_decay: float = 0.95,
+    eps: float = 1e-7,
+) -> None:
+    """Aggregated :func:`mp_dcasgd_backup_update` of parallel lists (float32 ``backups``,
+    ``weights32`` and ``moms`` / ``mean_squares`` when given)."""
+    _dense_only_all("multi_mp_dcasgd_backup_update", grads)
+    _core.multi_mp_dcasgd_backup_update(
+        weights, grads, backups, weights32, moms, mean_squares, lrs=lrs, wds=wds,
+        momentum=momentum, lamda=lamda, rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+        ms_decay=ms_decay, eps=eps,
     )
 
 
@@ -353,6 +497,7 @@ def check_dcasgd_args(
     mom: Any,
     prev: Any,
     weight32: Any = None,
+    mean_square: Any = None,
     *,
     lr: float = 0.0,
     momentum: float = 0.0,
@@ -360,12 +505,40 @@ def check_dcasgd_args(
     wd: float = 0.0,
     rescale_grad: float = 1.0,
     clip_gradient: float | None = None,
+    ms_decay: float = 0.95,
+    eps: float = 1e-7,
 ) -> None:
     """Raises exactly what dcasgd_update (mp_dcasgd_update with weight32) would, writing nothing."""
     _dense_only("mp_dcasgd_update" if weight32 is not None else "dcasgd_update", grad)
     _core.check_dcasgd_args(
-        weight, grad, mom, prev, weight32, lr=lr, momentum=momentum, lamda=lamda, wd=wd,
-        rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+        weight, grad, mom, prev, weight32, mean_square, lr=lr, momentum=momentum, lamda=lamda,
+        wd=wd, rescale_grad=rescale_grad, clip_gradient=clip_gradient, ms_decay=ms_decay, eps=eps,
+    )
+
+
+def check_dcasgd_backup_args(
+    weight: Any,
+    grad: Any,
+    backup: Any,
+    weight32: Any = None,
+    mom: Any = None,
+    mean_square: Any = None,
+    *,
+    lr: float = 0.0,
+    lamda: float = 0.0,
+    momentum: float = 0.0,
+    wd: float = 0.0,
+    rescale_grad: float = 1.0,
+    clip_gradient: float | None = None,
+    ms_decay: float = 0.95,
+    eps: float = 1e-7,
+) -> None:
+    """Raises exactly what dcasgd_backup_update (mp_dcasgd_backup_update with weight32) would,
+    writing nothing."""
+    _dense_only("mp_dcasgd_backup_update" if weight32 is not None else "dcasgd_backup_update", grad)
+    _core.check_dcasgd_backup_args(
+        weight, grad, backup, weight32, mom, mean_square, lr=lr, lamda=lamda, momentum=momentum,
+        wd=wd, rescale_grad=rescale_grad, clip_gradient=clip_gradient, ms_decay=ms_decay, eps=eps,
     )
 
 

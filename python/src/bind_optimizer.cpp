@@ -183,18 +183,22 @@ void bind_optimizer(py::module_& m) {
   dca.def(py::init([](std::optional<double> learning_rate, double momentum, double lamda,
                       bool multi_precision, double rescale_grad, double wd,
                       std::optional<double> clip_gradient,
-                      std::shared_ptr<LRScheduler> lr_scheduler, std::int64_t begin_num_update) {
+                      std::shared_ptr<LRScheduler> lr_scheduler, std::int64_t begin_num_update,
+                      bool adaptive, double ms_decay, double eps) {
             DCASGDOptions o;
             base_options(o, rescale_grad, wd, clip_gradient, learning_rate,
                          std::move(lr_scheduler), begin_num_update, multi_precision);
             o.momentum = momentum;
             o.lamda = lamda;
+            o.adaptive = adaptive;
+            o.ms_decay = ms_decay;
+            o.eps = eps;
             return std::make_unique<DCASGD>(o);
           }),
           py::kw_only(), "learning_rate"_a = py::none(), "momentum"_a = 0.0, "lamda"_a = 0.04,
           "multi_precision"_a = false, "rescale_grad"_a = 1.0, "wd"_a = 0.0,
           "clip_gradient"_a = py::none(), "lr_scheduler"_a = py::none(),
-          "begin_num_update"_a = 0);
+          "begin_num_update"_a = 0, "adaptive"_a = false, "ms_decay"_a = 0.95, "eps"_a = 1e-7);
   common_methods(dca);
 }
 

@@ -192,7 +192,9 @@ _WRAPPED = ("sgd_update", "sgd_mom_update", "mp_sgd_update", "mp_sgd_mom_update"
             "mp_dcasgd_update", "multi_sgd_update", "multi_sgd_mom_update", "multi_mp_sgd_update",
             "multi_mp_sgd_mom_update", "multi_sgd_update_states", "multi_dcasgd_update",
             "multi_mp_dcasgd_update", "sgd_update_rsp",
-            "sgd_mom_update_rsp", "check_sgd_args", "check_sgd_args_rsp", "check_dcasgd_args")
+            "sgd_mom_update_rsp", "check_sgd_args", "check_sgd_args_rsp", "check_dcasgd_args",
+            "dcasgd_backup_update", "mp_dcasgd_backup_update", "multi_dcasgd_backup_update",
+            "multi_mp_dcasgd_backup_update", "check_dcasgd_backup_args")
 
 _BITS = {2: np.int16, 4: np.int32, 8: np.int64}  # bitwise copies through integer views
 _SCALARS = (bool, int, float, complex, str, bytes, np.generic)

@@ -731,8 +731,7 @@ def test_update_dispatch(cls, use_fused_step):
     opt = _spy(cls, calls)(learning_rate=0.1, momentum=0.9, **kw)
     w = np.ones(3)
     opt.update([0], [w], [np.ones(3)], [opt.create_state(0, w)])
-    default = {"SGD": True, "DCASGD": False}[cls]
-    fused = default if use_fused_step is None else use_fused_step
+    fused = True if use_fused_step is None else use_fused_step  # both default to the fused kernels
     expected, other = ("fused_step", "step") if fused else ("step", "fused_step")
     assert calls and calls[0] == expected, calls
     assert other not in calls, calls

@@ -39,6 +39,9 @@ struct SGDOptions : OptimizerOptions {
 struct DCASGDOptions : OptimizerOptions {
   double momentum = 0.0;
   double lamda = 0.04;
+  bool adaptive = false;   ///< adaptive lambda (DC-ASGD-a): the state gains a mean square
+  double ms_decay = 0.95;  ///< adaptive only; 0 <= ms_decay < 1
+  double eps = 1e-7;       ///< adaptive only; > 0
 };
 
 /// Base class: hyper-parameters, multipliers, counting and per-index state storage.
@@ -74,13 +77,15 @@ class Optimizer {
 
   /// Number of parameter states held.
   std::size_t num_states() const { return states_.size(); }
-  /// Read access to a state buffer ("weight32", "mom", "prev") of an index, for inspection and tests.
+  /// Read access to a state buffer ("weight32", "mom", "prev", "mean_square") of an index, for
+  /// inspection and tests.
   TensorView state(std::int64_t index, const char* name) const;
 
  protected:
   Optimizer(const OptimizerOptions& o, double default_lr);
 
-  /// One parameter's state: float32 master when multi-precision, momentum and DCASGD prev.
+  /// One parameter's state: float32 master when multi-precision, momentum, DCASGD prev and (adaptive
+  /// DCASGD) mean square.
   struct Buffer {
     std::unique_ptr<unsigned char[]> bytes;
     TensorView view;
@@ -88,7 +93,7 @@ class Optimizer {
   struct ParamState {
     TensorView like;  ///< dtype and shape of the weight it was made for (data unused)
     bool master = false;
-    Buffer weight32, mom, prev;
+    Buffer weight32, mom, prev, ms;
   };
   struct Item {
     std::int64_t index;
@@ -153,6 +158,7 @@ class DCASGD : public Optimizer {
   explicit DCASGD(const DCASGDOptions& o = {});
   double momentum() const { return momentum_; }
   double lamda() const { return lamda_; }
+  bool adaptive() const { return adaptive_; }
 
  protected:
   void init_state(ParamState& st, const TensorView& weight) override;
@@ -161,6 +167,8 @@ class DCASGD : public Optimizer {
 
  private:
   double momentum_ = 0.0, lamda_ = 0.04;
+  bool adaptive_ = false;
+  double ms_decay_ = 0.95, eps_ = 1e-7;
 };
 
 }  // namespace fusedopt

@@ -7,7 +7,8 @@
 namespace fusedopt {
 
 // The structs are aggregates: SgdParams{lr, wd, momentum, rescale_grad, clip_gradient, lazy_update}
-// and DcasgdParams{lr, wd, momentum, lamda, rescale_grad, clip_gradient} initialise in this order.
+// and DcasgdParams{lr, wd, momentum, lamda, rescale_grad, clip_gradient, ms_decay, eps} initialise in
+// this order.
 
 /// Hyper-parameters of sgd_update / sgd_mom_update and their mp_ variants.
 ///   r = clip(rescale_grad * g, clip_gradient) + wd * w
@@ -22,11 +23,15 @@ struct SgdParams {
   bool lazy_update = true;     ///< row-sparse gradients only: touch stored rows only
 };
 
-/// Hyper-parameters of dcasgd_update (delay-compensated SGD, arXiv 1609.08326).
+/// Hyper-parameters of dcasgd_update and dcasgd_backup_update (delay-compensated SGD, Zheng et al.,
+/// ICML 2017, arXiv 1609.08326). With anchor a = prev (MXNet's form) or a = backup (the paper's):
 ///   r = clip(rescale_grad * g, clip_gradient) + wd * w
-///   d = r + lamda * r * r * (w - prev)
+///   adaptive (a mean square is given): ms = ms_decay * ms + (1 - ms_decay) * r * r   (first)
+///                                      lam_t = lamda / sqrt(ms + eps)
+///   constant (no mean square):         lam_t = lamda
+///   d = r + lam_t * r * r * (w - a)
 ///   momentum: m = momentum * m - lr * d; step = m     no momentum: step = -lr * d
-///   prev = w;  w = w + step
+///   MXNet's form only: prev = w;   then w = w + step   (a backup is only read)
 struct DcasgdParams {
   double lr = 0.1;
   double wd = 0.0;
@@ -34,6 +39,8 @@ struct DcasgdParams {
   double lamda = 0.04;  ///< MXNet's spelling; finite and >= 0
   double rescale_grad = 1.0;
   std::optional<double> clip_gradient;
+  double ms_decay = 0.95;  ///< adaptive only; finite, 0 <= ms_decay < 1 (1 would freeze ms)
+  double eps = 1e-7;       ///< adaptive only; finite and > 0
 };
 
 /// Hyper-parameters of the aggregated multi_* operators: one lr and wd per tensor, the rest shared.
@@ -53,6 +60,8 @@ struct MultiDcasgdParams {
   double lamda = 0.04;
   double rescale_grad = 1.0;
   std::optional<double> clip_gradient;
+  double ms_decay = 0.95;
+  double eps = 1e-7;
 };
 
 }  // namespace fusedopt

@@ -1,4 +1,5 @@
-// kernels.cpp — CPU launchers for every rule (SGD, SGD-momentum, DCASGD; plain, multi-precision,
+// kernels.cpp — CPU launchers for every rule (SGD, SGD-momentum, DCASGD in MXNet's and the paper's
+// backup form, constant or adaptive lambda; plain, multi-precision,
 // aggregated, row-sparse). Compiled once per CPU capability; see cpu/README.md. SGD and DCASGD share
 // this file because they share the whole loop machinery: only the element rule differs.
 #include <cstdint>
@@ -19,6 +20,17 @@
 
 namespace fusedopt::detail {
 inline namespace FUSEDOPT_CPU_CAPABILITY {
+
+#if defined(__F16C__) && defined(__AVX2__)
+typedef float V8f __attribute__((vector_size(32)));  // __m256 without its may_alias attribute
+
+/// The adaptive rules' square root on 8 floats (correctly rounded, as the scalar one).
+template <>
+inline V8f rule_sqrt<V8f>(V8f x) {
+  return V8f(_mm256_sqrt_ps(__m256(x)));
+}
+#endif
+
 namespace {
 
 /// Elements converted per block for 16-bit storage: 2 KiB of float scratch per operand stays in L1.
@@ -31,41 +43,24 @@ constexpr std::int64_t kBlock = 512;
 /// one stream; four streams were slower than two.
 constexpr std::int64_t kTwoStreamMin = 1 << 15;
 
-template <class Acc>
-RuleScalars<Acc> rule_scalars(const Segment& seg, const SharedScalars& s) {
-  return RuleScalars<Acc>{static_cast<Acc>(seg.lr),        static_cast<Acc>(seg.wd),
-                          static_cast<Acc>(s.momentum),    static_cast<Acc>(s.rescale_grad),
-                          static_cast<Acc>(s.clip),        static_cast<Acc>(s.lamda)};
-}
-
-/// The element loop on compute-type operands. g is null when !kGrad (zero gradient).
+/// The element loop on compute-type operands. g is null when !kGrad (zero gradient); m, prev (the
+/// DCASGD anchor: previous weight, or a backup that is only read) and ms are null when R / kMom do not
+/// use them.
 template <class Acc, RuleKind R, bool kMom, bool kGrad, bool kClip>
 void apply_loop(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m,
-                Acc* __restrict prev, std::int64_t n, const RuleScalars<Acc> p) {
+                Acc* __restrict prev, Acc* __restrict ms, std::int64_t n, const RuleScalars<Acc> p) {
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     Acc wi = w[i];
-    Acc gi = Acc(0);
+    Acc gi = Acc(0), mi = Acc(0), ai = Acc(0), si = Acc(0);
     if constexpr (kGrad) gi = g[i];
-    if constexpr (R == RuleKind::kSgd) {
-      if constexpr (kMom) {
-        Acc mi = m[i];
-        sgd_mom_rule<Acc, kClip>(wi, mi, gi, p);
-        m[i] = mi;
-      } else {
-        sgd_rule<Acc, kClip>(wi, gi, p);
-      }
-    } else {
-      Acc pi = prev[i];
-      if constexpr (kMom) {
-        Acc mi = m[i];
-        dcasgd_mom_rule<Acc, kClip>(wi, mi, pi, gi, p);
-        m[i] = mi;
-      } else {
-        dcasgd_rule<Acc, kClip>(wi, pi, gi, p);
-      }
-      prev[i] = pi;
-    }
+    if constexpr (kMom) mi = m[i];
+    if constexpr (rule_has_anchor(R)) ai = prev[i];
+    if constexpr (rule_adaptive(R)) si = ms[i];
+    apply_rule<Acc, R, kMom, kClip>(wi, mi, ai, si, gi, p);
+    if constexpr (kMom) m[i] = mi;
+    if constexpr (rule_writes_anchor(R)) prev[i] = ai;
+    if constexpr (rule_adaptive(R)) ms[i] = si;
     w[i] = wi;
   }
 }
@@ -96,7 +91,7 @@ void sgd_loop2(Acc* __restrict w, const Acc* __restrict g, std::int64_t n, const
 /// numbers either way; only the branchless compare-and-blend is saved).
 template <class Acc, RuleKind R, bool kMom, bool kGrad>
 void apply(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m, Acc* __restrict prev,
-           std::int64_t n, const RuleScalars<Acc> p) {
+           Acc* __restrict ms, std::int64_t n, const RuleScalars<Acc> p) {
   const bool clip = p.clip != std::numeric_limits<Acc>::infinity();
   if constexpr (R == RuleKind::kSgd && !kMom) {
     if (n >= kTwoStreamMin) {
@@ -113,13 +108,13 @@ void apply(Acc* __restrict w, const Acc* __restrict g, Acc* __restrict m, Acc* _
     }
   }
   if (clip)
-    apply_loop<Acc, R, kMom, kGrad, true>(w, g, m, prev, n, p);
+    apply_loop<Acc, R, kMom, kGrad, true>(w, g, m, prev, ms, n, p);
   else
-    apply_loop<Acc, R, kMom, kGrad, false>(w, g, m, prev, n, p);
+    apply_loop<Acc, R, kMom, kGrad, false>(w, g, m, prev, ms, n, p);
 }
 
 #if defined(__F16C__) && defined(__AVX2__)
-typedef float V8f __attribute__((vector_size(32)));  // __m256 without its may_alias attribute
+
 
 /// 8 float16 / bfloat16 values widened to float, and 8 floats rounded to them (nearest even; NaN stays
 /// a quiet NaN, as to_bfloat16).
@@ -158,36 +153,27 @@ std::int64_t mp_fused(const Segment& seg, std::int64_t b, std::int64_t e,
                       const RuleScalars<float>& s) {
   using V = V8f;
   auto splat = [](float x) { return V{x, x, x, x, x, x, x, x}; };
-  const RuleScalars<V> p{splat(s.lr),   splat(s.wd),   splat(s.momentum),
-                         splat(s.rescale_grad), splat(s.clip), splat(s.lamda)};
+  const RuleScalars<V> p{splat(s.lr),       splat(s.wd),       splat(s.momentum),
+                         splat(s.rescale_grad), splat(s.clip), splat(s.lamda),
+                         splat(s.ms_decay), splat(s.ms_gain), splat(s.eps)};
   W* w = static_cast<W*>(seg.w);
   const W* g = static_cast<const W*>(seg.g);
   float* w32 = seg.w32;
   float* m = static_cast<float*>(seg.m);
   float* prev = static_cast<float*>(seg.prev);
+  float* ms = static_cast<float*>(seg.ms);
   std::int64_t i = b;
   for (; i + 8 <= e; i += 8) {
     const V gi = load8(g + i);
     V wi = V(_mm256_loadu_ps(w32 + i));
-    if constexpr (R == RuleKind::kSgd) {
-      if constexpr (kMom) {
-        V mi = V(_mm256_loadu_ps(m + i));
-        sgd_mom_rule<V, kClip>(wi, mi, gi, p);
-        _mm256_storeu_ps(m + i, __m256(mi));
-      } else {
-        sgd_rule<V, kClip>(wi, gi, p);
-      }
-    } else {
-      V pi = V(_mm256_loadu_ps(prev + i));
-      if constexpr (kMom) {
-        V mi = V(_mm256_loadu_ps(m + i));
-        dcasgd_mom_rule<V, kClip>(wi, mi, pi, gi, p);
-        _mm256_storeu_ps(m + i, __m256(mi));
-      } else {
-        dcasgd_rule<V, kClip>(wi, pi, gi, p);
-      }
-      _mm256_storeu_ps(prev + i, __m256(pi));
-    }
+    V mi{}, ai{}, si{};
+    if constexpr (kMom) mi = V(_mm256_loadu_ps(m + i));
+    if constexpr (rule_has_anchor(R)) ai = V(_mm256_loadu_ps(prev + i));
+    if constexpr (rule_adaptive(R)) si = V(_mm256_loadu_ps(ms + i));
+    apply_rule<V, R, kMom, kClip>(wi, mi, ai, si, gi, p);
+    if constexpr (kMom) _mm256_storeu_ps(m + i, __m256(mi));
+    if constexpr (rule_writes_anchor(R)) _mm256_storeu_ps(prev + i, __m256(ai));
+    if constexpr (rule_adaptive(R)) _mm256_storeu_ps(ms + i, __m256(si));
     _mm256_storeu_ps(w32 + i, __m256(wi));
     store8(w + i, wi);
   }
@@ -201,14 +187,17 @@ std::int64_t mp_fused(const Segment& seg, std::int64_t b, std::int64_t e,
 template <class W, RuleKind R, bool kMom, bool kMaster, bool kGrad>
 void update_range(const Segment& seg, std::int64_t b, std::int64_t e, const SharedScalars& s) {
   using Acc = acc_t<W>;
-  const auto p = rule_scalars<Acc>(seg, s);
+  const auto p = make_rule_scalars<Acc>(seg.lr, seg.wd, s);
   W* w = static_cast<W*>(seg.w);
   const W* g = static_cast<const W*>(seg.g);
-  constexpr bool kDca = R == RuleKind::kDcasgd;
+  constexpr bool kAnchor = rule_has_anchor(R);
+  constexpr bool kWritesAnchor = rule_writes_anchor(R);
+  constexpr bool kMs = rule_adaptive(R);
   if constexpr (kMaster) {
     static_assert(std::is_same_v<Acc, float> && !std::is_same_v<W, float>);
     float* m = static_cast<float*>(seg.m);
     float* prev = static_cast<float*>(seg.prev);
+    float* ms = static_cast<float*>(seg.ms);
     float gb[kBlock];
     std::int64_t start = b;
 #if defined(__F16C__) && defined(__AVX2__)
@@ -222,28 +211,33 @@ void update_range(const Segment& seg, std::int64_t b, std::int64_t e, const Shar
       std::int64_t len = std::min(kBlock, e - i);
       if constexpr (kGrad) load_block(g + i, gb, len);
       apply<float, R, kMom, kGrad>(seg.w32 + i, gb, kMom ? m + i : nullptr,
-                                   kDca ? prev + i : nullptr, len, p);
+                                   kAnchor ? prev + i : nullptr, kMs ? ms + i : nullptr, len, p);
       store_block(seg.w32 + i, w + i, len);
     }
   } else if constexpr (std::is_same_v<W, Acc>) {
     W* m = static_cast<W*>(seg.m);
     W* prev = static_cast<W*>(seg.prev);
+    W* ms = static_cast<W*>(seg.ms);
     apply<Acc, R, kMom, kGrad>(w + b, kGrad ? g + b : nullptr, kMom ? m + b : nullptr,
-                               kDca ? prev + b : nullptr, e - b, p);
+                               kAnchor ? prev + b : nullptr, kMs ? ms + b : nullptr, e - b, p);
   } else {
     W* m = static_cast<W*>(seg.m);
     W* prev = static_cast<W*>(seg.prev);
-    float wb[kBlock], gb[kBlock], mb[kMom ? kBlock : 1], pb[kDca ? kBlock : 1];
+    W* ms = static_cast<W*>(seg.ms);
+    float wb[kBlock], gb[kBlock], mb[kMom ? kBlock : 1], pb[kAnchor ? kBlock : 1],
+        sb[kMs ? kBlock : 1];
     for (std::int64_t i = b; i < e; i += kBlock) {
       std::int64_t len = std::min(kBlock, e - i);
       load_block(w + i, wb, len);
       if constexpr (kGrad) load_block(g + i, gb, len);
       if constexpr (kMom) load_block(m + i, mb, len);
-      if constexpr (kDca) load_block(prev + i, pb, len);
-      apply<float, R, kMom, kGrad>(wb, gb, mb, pb, len, p);
+      if constexpr (kAnchor) load_block(prev + i, pb, len);
+      if constexpr (kMs) load_block(ms + i, sb, len);
+      apply<float, R, kMom, kGrad>(wb, gb, mb, pb, sb, len, p);
       store_block(wb, w + i, len);
       if constexpr (kMom) store_block(mb, m + i, len);
-      if constexpr (kDca) store_block(pb, prev + i, len);
+      if constexpr (kWritesAnchor) store_block(pb, prev + i, len);
+      if constexpr (kMs) store_block(sb, ms + i, len);
     }
   }
 }
@@ -273,6 +267,7 @@ Segment row_segment(const RowSparseTask& t, std::int64_t r, const void* grow) {
   seg.g = grow;
   if (seg.m) seg.m = static_cast<State*>(t.whole.m) + off;
   if (seg.prev) seg.prev = static_cast<State*>(t.whole.prev) + off;
+  if (seg.ms) seg.ms = static_cast<State*>(t.whole.ms) + off;
   if (seg.w32) seg.w32 = t.whole.w32 + off;
   seg.n = t.row_len;
   return seg;
@@ -310,7 +305,9 @@ struct RowsLauncher {
   const SharedScalars& s;
   template <class W, RuleKind R, bool kMom, bool kMaster>
   void operator()() const {
-    run_rows<W, R, kMom, kMaster>(t, s);
+    // Row-sparse gradients reach SGD (and MXNet's constant DCASGD in the kernel tests) only; the other
+    // rules are not compiled for rows.
+    if constexpr (R == RuleKind::kSgd || R == RuleKind::kDcasgd) run_rows<W, R, kMom, kMaster>(t, s);
   }
 };
 
