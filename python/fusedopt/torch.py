@@ -468,12 +468,15 @@ class DCASGD(_MXNetOptimizer):
                       eps=float(group["eps"]))
 
         def check() -> None:
+            mss = kw.get("mean_squares")
+            extra = {k: kw[k] for k in ("ms_decay", "eps") if k in kw}
             for k in range(n):
                 F.check_dcasgd_args(ws[k], grads[k], None if moms is None else moms[k], prevs[k],
-                                    None if masters is None else masters[k], lr=hyper["lr"],
+                                    None if masters is None else masters[k],
+                                    None if mss is None else mss[k], lr=hyper["lr"],
                                     momentum=hyper["momentum"], lamda=kw["lamda"], wd=hyper["wd"],
                                     rescale_grad=hyper["rescale_grad"],
-                                    clip_gradient=hyper["clip_gradient"])
+                                    clip_gradient=hyper["clip_gradient"], **extra)
 
         if masters is None:
             def run() -> None:

@@ -278,6 +278,8 @@ FACTORIES = {
     "sgd-bf16-mp": lambda ps: fot.SGD(ps, lr=0.1, momentum=0.9, multi_precision=True),
     "dcasgd-mom": lambda ps: fot.DCASGD(ps, lr=0.1, momentum=0.9, lamda=0.5, weight_decay=0.01),
     "dcasgd-bf16-mp": lambda ps: fot.DCASGD(ps, lr=0.1, lamda=0.5, multi_precision=True),
+    "dcasgd-adaptive-bf16-mp": lambda ps: fot.DCASGD(ps, lr=0.1, momentum=0.9, lamda=2.0,
+                                                     adaptive=True, multi_precision=True),
 }
 
 
@@ -413,29 +415,52 @@ def test_version_counter_advanced_like_torch_optim():
 
 
 # ------------------------------------------------------------------------------- channels_last
+@pytest.mark.parametrize("rule", ["sgd", "dcasgd"])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_channels_last_parameters(rng, momentum):
+def test_channels_last_parameters(rng, momentum, rule):
     conv = torch.nn.Conv2d(3, 5, 3).to(memory_format=torch.channels_last)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not conv.weight.is_contiguous()
     w0 = np_of(conv.weight)
     x = torch.tensor(rng.standard_normal((2, 3, 6, 6)), dtype=torch.float32).to(
         memory_format=torch.channels_last)
-    opt = fot.SGD(conv.parameters(), lr=0.1, momentum=momentum, weight_decay=0.01)
+    if rule == "sgd":
+        opt = fot.SGD(conv.parameters(), lr=0.1, momentum=momentum, weight_decay=0.01)
+    else:
+        opt = fot.DCASGD(conv.parameters(), lr=0.1, momentum=momentum, lamda=0.5, weight_decay=0.01)
     grads = []
-    ptr = conv.weight.data_ptr()
+    ptr, stride = conv.weight.data_ptr(), conv.weight.stride()
     for _ in range(3):
         opt.zero_grad()
         conv(x).tanh().sum().backward()
-        assert conv.weight.grad.stride() == conv.weight.stride()
+        assert conv.weight.grad.stride() == stride
         grads.append(np_of(conv.weight.grad))
         opt.step()
-    assert conv.weight.data_ptr() == ptr and conv.weight.stride() == conv.weight.detach().clone(
-        memory_format=torch.channels_last).stride()
-    exp = ref.run_sgd(w0, grads, lr=0.1, momentum=momentum, wd=0.01)
+    assert conv.weight.data_ptr() == ptr and conv.weight.stride() == stride  # in place
+    if rule == "sgd":
+        exp = ref.run_sgd(w0, grads, lr=0.1, momentum=momentum, wd=0.01)
+    else:
+        exp = ref.run_dcasgd(w0, grads, lr=0.1, momentum=momentum, lamda=0.5, wd=0.01)
+        assert_close(np_of(opt.state[conv.weight]["prev"]), exp.prev, role="state")
     assert_close(np_of(conv.weight), exp.weight)
-    if momentum:
-        assert opt.state[conv.weight]["mom"].stride() == conv.weight.stride()
+    for st in opt.state[conv.weight].values():
+        assert st.stride() == stride
+
+
+@pytest.mark.needs_ml_dtypes
+def test_channels_last_bf16_with_masters(rng):
+    w = torch.nn.Parameter(torch.randn(4, 3, 3, 3).to(torch.bfloat16, memory_format=torch.channels_last))
+    w0 = np_of(w)
+    opt = fot.SGD([w], lr=0.1, momentum=0.9, multi_precision=True)
+    grads = []
+    for _ in range(2):
+        w.grad = torch.randn(4, 3, 3, 3).to(torch.bfloat16, memory_format=torch.channels_last)
+        grads.append(np_of(w.grad))
+        opt.step()
+    exp = ref.run_sgd(w0, grads, lr=0.1, momentum=0.9, multi_precision=True)
+    assert_close(np_of(w), exp.weight, multi_precision=True)
+    assert_close(np_of(opt.state[w]["weight32"]), exp.weight32, role="master", multi_precision=True)
+    assert opt.state[w]["weight32"].stride() == w.stride()
 
 
 def test_channels_last_weight_with_other_grad_layout_refused(rng):
@@ -614,6 +639,31 @@ def test_dcasgd_adaptive(rng, momentum):
             ms = ms.astype(F32)
         assert_close(np_of(p), ref.round_to(w, F32))
         assert_close(np_of(opt.state[p]["mean_square"]), ms.astype(F32), role="state")
+
+
+def test_dcasgd_adaptive_mixed_dtypes_one_group(rng):
+    """float32 and float64 parameters in one group: two kernel calls, validated before writing."""
+    params = make_params(rng, torch.float32, shapes=[(4,)]) + make_params(rng, torch.float64, shapes=[(3,)])
+    w0 = [np_of(p) for p in params]
+    grads = rand_grads(rng, params, 2)
+    opt = fot.DCASGD(params, lr=0.05, lamda=2.0, adaptive=True)
+    run(opt, params, grads)
+    for k, p in enumerate(params):
+        dt = w0[k].dtype
+        w, m, prev, ms = w0[k].astype(np.float64), None, w0[k].astype(np.float64), np.zeros(w0[k].shape)
+        for gs in grads:
+            w, m, prev, ms = rt.dcasgd_adaptive_update(ref.round_to(w, dt), np_of(gs[k]), m,
+                                                       ref.round_to(prev, dt), ms, lr=0.05, lamda=2.0)
+            ms = ms.astype(dt)
+        assert_close(np_of(p), ref.round_to(w, dt))
+        assert opt.state[p]["mean_square"].dtype == p.dtype
+    params[1].grad = torch.ones(6, dtype=torch.float64)[::2]  # refused by the second call
+    params[0].grad = torch.ones(4)
+    before = [p.detach().clone() for p in params]
+    with pytest.raises(ValueError):
+        opt.step()
+    for p, b in zip(params, before):
+        assert torch.equal(p, b)
 
 
 def test_dcasgd_sparse_refused(rng):
