@@ -87,7 +87,7 @@ class _Plan:
     """Cached lists of one param group (rebuilt when the group's params, the optimizer's state or
     the need for momentum buffers change)."""
 
-    __slots__ = ("group", "params", "n", "epoch", "has_mom", "subs", "sub_of", "general")
+    __slots__ = ("group", "params", "n", "epoch", "has_mom", "mp", "subs", "sub_of", "general")
 
     def __init__(self, group: dict, epoch: int, has_mom: bool) -> None:
         self.group = group
@@ -95,6 +95,7 @@ class _Plan:
         self.n = len(self.params)
         self.epoch = epoch
         self.has_mom = has_mom
+        self.mp = group["multi_precision"]
         self.subs: list[_Sub] = []
         self.sub_of: list[tuple[_Sub, int]] = []
         self.general = False  # None or sparse gradients at the last step: take the general path
@@ -120,6 +121,10 @@ class _MXNetOptimizer(torch.optim.Optimizer):
         self._plans: dict[int, _Plan] = {}
         self._check_group(defaults, "defaults")
         super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # (pickle, copy.deepcopy)
+        super().__setstate__(state)
+        self._plans = {}
 
     # ---------------------------------------------------------------------------- hyper-parameters
     def _check_group(self, group: dict[str, Any], where: str) -> tuple[Any, ...]:
@@ -206,6 +211,7 @@ class _MXNetOptimizer(torch.optim.Optimizer):
         plan = self._plans.get(id(group))
         if (plan is not None and plan.group is group and plan.epoch == self._epoch
                 and plan.params is group["params"] and plan.n == len(plan.params)
+                and plan.mp == group["multi_precision"]
                 and (plan.has_mom or momentum == 0)):
             return plan
         plan = _Plan(group, self._epoch, momentum != 0)

@@ -782,3 +782,19 @@ def test_import_fusedopt_does_not_import_torch():
 
     code = "import sys, fusedopt; assert 'torch' not in sys.modules and 'fusedopt.torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env={**__import__("os").environ})
+
+
+def test_deepcopy_and_pickle_keep_working(rng):
+    import pickle
+
+    params = make_params(rng, shapes=[(3,), (4,)])
+    opt = fot.SGD(params, lr=0.1, momentum=0.9)
+    grads = rand_grads(rng, params, 2)
+    run(opt, params, grads[:1])
+    clone = copy.deepcopy({"p": params, "opt": opt})
+    restored = pickle.loads(pickle.dumps({"p": params, "opt": opt}))
+    run(opt, params, grads[1:])
+    for other in (clone, restored):
+        run(other["opt"], other["p"], grads[1:])
+        for a, b in zip(params, other["p"]):
+            assert torch.equal(a, b)
