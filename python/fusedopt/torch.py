@@ -87,12 +87,12 @@ class _Plan:
     """Cached lists of one param group (rebuilt when the group's params, the optimizer's state or
     the need for momentum buffers change)."""
 
-    __slots__ = ("group", "params", "n", "epoch", "has_mom", "mp", "subs", "sub_of", "general")
+    __slots__ = ("group", "params", "members", "epoch", "has_mom", "mp", "subs", "sub_of", "general")
 
     def __init__(self, group: dict, epoch: int, has_mom: bool) -> None:
         self.group = group
         self.params = group["params"]
-        self.n = len(self.params)
+        self.members = list(self.params)  # the parameters the cached lists were built from
         self.epoch = epoch
         self.has_mom = has_mom
         self.mp = group["multi_precision"]
@@ -210,7 +210,8 @@ class _MXNetOptimizer(torch.optim.Optimizer):
     def _plan(self, group: dict[str, Any], momentum: float) -> _Plan:
         plan = self._plans.get(id(group))
         if (plan is not None and plan.group is group and plan.epoch == self._epoch
-                and plan.params is group["params"] and plan.n == len(plan.params)
+                and plan.params is group["params"] and len(plan.members) == len(plan.params)
+                and all(map(operator.is_, plan.params, plan.members))
                 and plan.mp == group["multi_precision"]
                 and (plan.has_mom or momentum == 0)):
             return plan

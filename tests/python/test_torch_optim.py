@@ -687,6 +687,13 @@ def test_add_param_group_and_group_edits(rng):
     run(opt, params[:2], [gs[:2] for gs in grads[1:2]])
     opt.param_groups[1]["params"].append(params[2])  # edited in place: the cached plan is rebuilt
     run(opt, params, grads[2:])
+    extra = torch.nn.Parameter(torch.zeros(4))
+    opt.param_groups[1]["params"][0] = extra  # replaced in place (same length): rebuilt too
+    extra.grad = torch.ones(4)
+    params[1].grad = torch.ones(4)
+    params[0].grad = params[2].grad = None
+    opt.step()
+    assert_close(np_of(extra), np.full(4, -0.01, F32))
     exp = [ref.run_sgd(w0[0], [np_of(g[0]) for g in grads], lr=0.1, momentum=0.9),
            ref.run_sgd(w0[1], [np_of(g[1]) for g in grads[1:]], lr=0.01, momentum=0.9),
            ref.run_sgd(w0[2], [np_of(grads[2][2])], lr=0.01, momentum=0.9)]
