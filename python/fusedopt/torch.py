@@ -288,19 +288,66 @@ class _MXNetOptimizer(torch.optim.Optimizer):
                      hyper: dict[str, Any]) -> _Call:
         raise TypeError(f"{type(self).__name__}: sparse gradients are not supported (dense only)")
 
-    def _dense_call(self, group: dict[str, Any], sub: _Sub, js: Any, grads: list[Any],
+    @staticmethod
+    def _dense_call(group: dict[str, Any], sub: _Sub, js: Any, grads: list[Any],
                     hyper: dict[str, Any]) -> _Call:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------ step
-    @torch.compiler.disable
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every parameter that has a gradient; returns ``closure()``'s loss if given.
 
         Under ``torch.amp.GradScaler`` (``scaler.step(opt)``) the gradients are still scaled: the
         inverse scale is folded into ``rescale_grad`` (no separate unscale pass; after
         ``scaler.unscale_(opt)`` nothing is folded), and a step with non-finite gradients returns
-        without writing anything (weights, momentum, masters, previous weights)."""
+        without writing anything (weights, momentum, masters, previous weights).
+
+        Under ``torch.compile`` the update is the custom op ``torch.ops.fusedopt.mxnet_step_`` (one
+        call per group and device/dtype/precision mode), so ``fullgraph=True`` works."""
+        if torch.compiler.is_compiling():
+            return self._traced_step(closure)
+        return self._eager_step(closure)
+
+    def _traced_step(self, closure: Callable[[], Any] | None) -> Any:
+        """The step as torch.compile traces it: plain Python over the groups (no cached plans), the
+        kernels behind one custom op per (device, dtype, precision mode). Dense gradients only."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        for group in self.param_groups:
+            # The hyper-parameters go to the op unchecked here (traced floats cannot be tested in
+            # Python); the kernels validate them before writing.
+            momentum = group["momentum"]
+            parts: dict[tuple[Any, ...], list[tuple[torch.Tensor, dict[str, Any]]]] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.layout != torch.strided:
+                    raise TypeError(f"{type(self).__name__}: sparse gradients are not supported "
+                                    "under torch.compile")
+                st = self.state[p]
+                self._init_state(group, p, st, momentum != 0 or "mom" in st)
+                parts.setdefault((p.device, p.dtype, "weight32" in st), []).append((p, st))
+            hyper = [group["lr"], momentum, group["weight_decay"], group["rescale_grad"],
+                     group.get("lamda", 0.0), group.get("ms_decay", 0.95), group.get("eps", 1e-7)]
+            clip = group["clip_gradient"]
+            for members in parts.values():
+                sts = [st for _, st in members]
+
+                def col(key: str, sts: list[dict[str, Any]] = sts) -> list[torch.Tensor]:
+                    return [st[key] for st in sts] if key in sts[0] else []
+
+                torch.ops.fusedopt.mxnet_step_(
+                    self._RULE, [p for p, _ in members], [p.grad for p, _ in members], col("mom"),
+                    col("prev"), col("weight32"), col("mean_square"), hyper, clip, grad_scale,
+                    found_inf)
+        return loss
+
+    @torch.compiler.disable
+    def _eager_step(self, closure: Callable[[], Any] | None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -346,6 +393,8 @@ class SGD(_MXNetOptimizer):
     ``mom`` (when momentum is used) and ``weight32`` (multi-precision).
     """
 
+    _RULE = "sgd"
+
     def __init__(self, params: Iterable[Any], lr: float = 0.1, momentum: float = 0.0,
                  weight_decay: float = 0.0, *, rescale_grad: float = 1.0,
                  clip_gradient: float | None = None, multi_precision: bool = False,
@@ -355,7 +404,8 @@ class SGD(_MXNetOptimizer):
                     "multi_precision": bool(multi_precision), "lazy_update": bool(lazy_update)}
         super().__init__(params, defaults)
 
-    def _dense_call(self, group: dict[str, Any], sub: _Sub, js: Any, grads: list[Any],
+    @staticmethod
+    def _dense_call(group: dict[str, Any], sub: _Sub, js: Any, grads: list[Any],
                     hyper: dict[str, Any]) -> _Call:
         n = len(grads)
         whole = js is None
@@ -413,6 +463,8 @@ class DCASGD(_MXNetOptimizer):
     ``ms = ms_decay * ms + (1 - ms_decay) * r * r`` (``state['mean_square']``). Dense gradients only.
     """
 
+    _RULE = "dcasgd"
+
     def __init__(self, params: Iterable[Any], lr: float = 0.1, momentum: float = 0.0,
                  lamda: float = 0.04, weight_decay: float = 0.0, *, adaptive: bool = False,
                  ms_decay: float = 0.95, eps: float = 1e-7, rescale_grad: float = 1.0,
@@ -459,7 +511,8 @@ class DCASGD(_MXNetOptimizer):
             state["weight32"] = self._new_state("weight32", p, torch.float32, state)  # prev copies it
         super()._init_state(group, p, state, with_mom)
 
-    def _dense_call(self, group: dict[str, Any], sub: _Sub, js: Any, grads: list[Any],
+    @staticmethod
+    def _dense_call(group: dict[str, Any], sub: _Sub, js: Any, grads: list[Any],
                     hyper: dict[str, Any]) -> _Call:
         n = len(grads)
         pick = (lambda xs: xs) if js is None else (lambda xs: [xs[j] for j in js])
@@ -492,3 +545,39 @@ class DCASGD(_MXNetOptimizer):
             def run() -> None:
                 F.multi_mp_dcasgd_update(ws, grads, moms, prevs, masters, **kw)
         return _Call(run, check)
+
+
+_RULES: dict[str, Any] = {"sgd": SGD, "dcasgd": DCASGD}
+
+
+@torch.library.custom_op("fusedopt::mxnet_step_",
+                         mutates_args=("weights", "moms", "prevs", "masters", "mean_squares"))
+def _mxnet_step_op(rule: str, weights: list[torch.Tensor], grads: list[torch.Tensor],
+                   moms: list[torch.Tensor], prevs: list[torch.Tensor], masters: list[torch.Tensor],
+                   mean_squares: list[torch.Tensor], hyper: list[float],
+                   clip_gradient: float | None, grad_scale: torch.Tensor | None,
+                   found_inf: torch.Tensor | None) -> None:
+    """One aggregated update (the kernels of the eager step) for torch.compile graphs. ``hyper`` is
+    ``[lr, momentum, weight_decay, rescale_grad, lamda, ms_decay, eps]``; empty state lists mean
+    "none of these"; GradScaler's ``grad_scale`` / ``found_inf`` are read here (on the host)."""
+    if found_inf is not None and bool(found_inf):
+        return
+    lr, momentum, wd, rg, lamda, ms_decay, eps = hyper
+    if grad_scale is not None:
+        rg = rg / float(grad_scale)
+    n = len(weights)
+    sub = _Sub()
+    sub.weights = list(weights)
+    sub.moms = list(moms) or [None] * n
+    sub.prevs = list(prevs) or [None] * n
+    sub.masters = list(masters) or [None] * n
+    sub.mean_squares = list(mean_squares) or [None] * n
+    group = {"lamda": lamda, "adaptive": bool(mean_squares), "ms_decay": ms_decay, "eps": eps}
+    hyp = {"lr": lr, "momentum": momentum, "wd": wd, "rescale_grad": rg, "clip_gradient": clip_gradient}
+    _RULES[rule]._dense_call(group, sub, None, list(grads), hyp).run()
+
+
+@_mxnet_step_op.register_fake
+def _(rule, weights, grads, moms, prevs, masters, mean_squares, hyper, clip_gradient, grad_scale,
+      found_inf) -> None:
+    return None
