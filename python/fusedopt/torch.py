@@ -310,7 +310,11 @@ class _MXNetOptimizer(torch.optim.Optimizer):
 
     def _traced_step(self, closure: Callable[[], Any] | None) -> Any:
         """The step as torch.compile traces it: plain Python over the groups (no cached plans), the
-        kernels behind one custom op per (device, dtype, precision mode). Dense gradients only."""
+        kernels behind one custom op per (device, dtype, precision mode). With a sparse gradient the
+        eager step runs instead (a graph break)."""
+        if any(p.grad is not None and p.grad.layout != torch.strided
+               for group in self.param_groups for p in group["params"]):
+            return self._eager_step(closure)  # sparse gradients: a graph break, the eager step
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -325,9 +329,6 @@ class _MXNetOptimizer(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.layout != torch.strided:
-                    raise TypeError(f"{type(self).__name__}: sparse gradients are not supported "
-                                    "under torch.compile")
                 st = self.state[p]
                 self._init_state(group, p, st, momentum != 0 or "mom" in st)
                 parts.setdefault((p.device, p.dtype, "weight32" in st), []).append((p, st))

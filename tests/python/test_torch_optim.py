@@ -831,3 +831,19 @@ def test_deepcopy_and_pickle_keep_working(rng):
         run(other["opt"], other["p"], grads[1:])
         for a, b in zip(params, other["p"]):
             assert torch.equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+def test_torch_compile_sparse_embedding_falls_back_to_eager(rng):
+    emb = torch.nn.Embedding(6, 3, sparse=True)
+    twin = copy.deepcopy(emb)
+    opt = fot.SGD(emb.parameters(), lr=0.1, momentum=0.9)
+    opt_e = fot.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+    step = torch.compile(opt.step, backend="eager")  # a graph break at the eager step
+    idx = torch.tensor([1, 3, 1])
+    for _ in range(2):
+        for m, s in ((emb, step), (twin, opt_e.step)):
+            m.zero_grad()
+            m(idx).sum().backward()
+            s()
+    assert torch.equal(emb.weight, twin.weight)
