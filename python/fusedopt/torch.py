@@ -87,7 +87,8 @@ class _Plan:
     """Cached lists of one param group (rebuilt when the group's params, the optimizer's state or
     the need for momentum buffers change)."""
 
-    __slots__ = ("group", "params", "members", "epoch", "has_mom", "mp", "subs", "sub_of", "general")
+    __slots__ = ("group", "params", "members", "epoch", "has_mom", "mp", "subs", "sub_of", "general",
+                 "pending")
 
     def __init__(self, group: dict, epoch: int, has_mom: bool) -> None:
         self.group = group
@@ -99,6 +100,7 @@ class _Plan:
         self.subs: list[_Sub] = []
         self.sub_of: list[tuple[_Sub, int]] = []
         self.general = False  # None or sparse gradients at the last step: take the general path
+        self.pending: list[int] = []  # parameters without a gradient nor a state yet (no state made)
 
 
 class _Call:
@@ -228,9 +230,15 @@ class _MXNetOptimizer(torch.optim.Optimizer):
                 warnings.warn("Accumulating with float16 in optimizer can lead to poor accuracy or slow "
                               "convergence. Consider using multi_precision=True option of the optimizer",
                               UserWarning, stacklevel=4)
-            state = self.state[p]
-            self._init_state(group, p, state, with_mom)
             sub = subs.setdefault((p.device, p.dtype, master), _Sub())
+            if p.grad is None and p not in self.state:
+                # As torch.optim: no state before a parameter's first gradient (DCASGD's prev is the
+                # weight at its first update; frozen parameters cost no memory).
+                plan.pending.append(k)
+                state = {}
+            else:
+                state = self.state[p]
+                self._init_state(group, p, state, with_mom)
             plan.sub_of.append((sub, len(sub.idx)))
             sub.idx.append(k)
             sub.weights.append(p)
@@ -240,6 +248,7 @@ class _MXNetOptimizer(torch.optim.Optimizer):
             sub.mean_squares.append(_kernel_view(state.get("mean_square")))
         plan.subs = list(subs.values())
         plan.has_mom = with_mom
+        plan.general = bool(plan.pending)
         self._plans[id(group)] = plan
         return plan
 
@@ -266,8 +275,11 @@ class _MXNetOptimizer(torch.optim.Optimizer):
                     calls.append(self._dense_call(group, sub, None, [grads[k] for k in sub.idx], hyper))
             touched.extend(params)
             return
+        if plan.pending and any(grads[k] is not None for k in plan.pending):
+            self._plans.pop(id(group))  # a first gradient: make its state, plan again
+            plan = self._plan(group, momentum)
         picked: dict[int, tuple[_Sub, list[int], list[Any]]] = {}
-        plan.general = False
+        plan.general = bool(plan.pending)
         for k, g in enumerate(grads):
             if g is None:
                 plan.general = True
@@ -424,8 +436,10 @@ class SGD(_MXNetOptimizer):
 
         if masters is None:
             def run() -> None:
-                F.multi_sgd_update_states(ws, grads, moms, lrs=lrs, wds=wds,
-                                          momentum=hyper["momentum"], **common)
+                if not F.multi_sgd_update_states(ws, grads, moms, lrs=lrs, wds=wds,
+                                                 momentum=hyper["momentum"], **common):
+                    # (declined before writing: momentum buffers for some tensors and not others)
+                    raise RuntimeError("fusedopt.torch: inconsistent momentum states in one call")
         elif has_mom:
             def run() -> None:
                 F.multi_mp_sgd_mom_update(list(itertools.chain.from_iterable(zip(ws, grads, moms, masters))),

@@ -847,3 +847,22 @@ def test_torch_compile_sparse_embedding_falls_back_to_eager(rng):
             m(idx).sum().backward()
             s()
     assert torch.equal(emb.weight, twin.weight)
+
+
+def test_state_made_at_first_gradient(rng):
+    """As torch.optim: a parameter gets its state at its first gradient (DCASGD's prev is the weight
+    then, so its first update equals SGD's); one that never has a gradient has no state."""
+    params = make_params(rng, shapes=[(3,), (4,), (5,)])
+    opt = fot.DCASGD(params, lr=0.1, momentum=0.9, lamda=0.5)
+    grads = rand_grads(rng, params, 3)
+    run(opt, params, [[grads[0][0], None, None]])
+    assert params[1] not in opt.state and params[2] not in opt.state
+    with torch.no_grad():
+        params[1].mul_(2.0)  # edited before its first update: prev must be this value
+    w1 = np_of(params[1])
+    run(opt, params, [[grads[1][0], grads[1][1], None], [grads[2][0], grads[2][1], None]])
+    exp = ref.run_dcasgd(w1, [np_of(grads[1][1]), np_of(grads[2][1])], lr=0.1, momentum=0.9,
+                         lamda=0.5)
+    assert_close(np_of(params[1]), exp.weight)
+    assert params[2] not in opt.state
+    assert sorted(opt.state_dict()["state"]) == [0, 1]
