@@ -13,7 +13,6 @@ parameter is advanced, so a backward pass that still needs the old values raises
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import operator
 import warnings
@@ -32,7 +31,6 @@ __all__ = ["DCASGD", "SGD"]
 _GRAD = operator.attrgetter("grad")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _LOW = (torch.float16, torch.bfloat16)
-_HAS_ADAPTIVE = "mean_squares" in inspect.signature(F.multi_dcasgd_update).parameters
 
 
 def _sparse_rows(grad: torch.Tensor) -> RowSparseArray:
@@ -421,33 +419,32 @@ class SGD(_MXNetOptimizer):
     def _dense_call(group: dict[str, Any], sub: _Sub, js: Any, grads: list[Any],
                     hyper: dict[str, Any]) -> _Call:
         n = len(grads)
-        whole = js is None
-        ws = sub.weights if whole else [sub.weights[j] for j in js]
-        moms = sub.moms if whole else [sub.moms[j] for j in js]
+        pick = (lambda xs: xs) if js is None else (lambda xs: [xs[j] for j in js])
+        ws, moms = pick(sub.weights), pick(sub.moms)
+        masters = None if sub.masters[0] is None else pick(sub.masters)
         lrs, wds = [hyper["lr"]] * n, [hyper["wd"]] * n
+        momentum = hyper["momentum"]
         common = {"rescale_grad": hyper["rescale_grad"], "clip_gradient": hyper["clip_gradient"]}
-        has_mom = moms[0] is not None if n else False
-        masters = None if sub.masters[0] is None else (sub.masters if whole else [sub.masters[j] for j in js])
 
         def check() -> None:
             for k in range(n):
                 F.check_sgd_args(ws[k], grads[k], moms[k], None if masters is None else masters[k],
-                                 lr=hyper["lr"], momentum=hyper["momentum"], wd=hyper["wd"], **common)
+                                 lr=hyper["lr"], momentum=momentum, wd=hyper["wd"], **common)
 
         if masters is None:
             def run() -> None:
-                if not F.multi_sgd_update_states(ws, grads, moms, lrs=lrs, wds=wds,
-                                                 momentum=hyper["momentum"], **common):
+                if not F.multi_sgd_update_states(ws, grads, moms, lrs=lrs, wds=wds, momentum=momentum,
+                                                 **common):
                     # (declined before writing: momentum buffers for some tensors and not others)
                     raise RuntimeError("fusedopt.torch: inconsistent momentum states in one call")
-        elif has_mom:
+        elif n and moms[0] is not None:
             def run() -> None:
-                F.multi_mp_sgd_mom_update(list(itertools.chain.from_iterable(zip(ws, grads, moms, masters))),
-                                          lrs=lrs, wds=wds, momentum=hyper["momentum"], **common)
+                flat = list(itertools.chain.from_iterable(zip(ws, grads, moms, masters)))
+                F.multi_mp_sgd_mom_update(flat, lrs=lrs, wds=wds, momentum=momentum, **common)
         else:
             def run() -> None:
-                F.multi_mp_sgd_update(list(itertools.chain.from_iterable(zip(ws, grads, masters))),
-                                      lrs=lrs, wds=wds, **common)
+                flat = list(itertools.chain.from_iterable(zip(ws, grads, masters)))
+                F.multi_mp_sgd_update(flat, lrs=lrs, wds=wds, **common)
         return _Call(run, check)
 
     def _sparse_call(self, group: dict[str, Any], sub: _Sub, j: int, grad: RowSparseArray,
@@ -484,9 +481,6 @@ class DCASGD(_MXNetOptimizer):
                  lamda: float = 0.04, weight_decay: float = 0.0, *, adaptive: bool = False,
                  ms_decay: float = 0.95, eps: float = 1e-7, rescale_grad: float = 1.0,
                  clip_gradient: float | None = None, multi_precision: bool = False) -> None:
-        if adaptive and not _HAS_ADAPTIVE:
-            raise NotImplementedError("DCASGD(adaptive=True) needs the adaptive DCASGD kernels "
-                                      "(multi_dcasgd_update(..., mean_squares=...)), not in this build")
         defaults = {"lr": lr, "momentum": momentum, "lamda": lamda, "weight_decay": weight_decay,
                     "adaptive": bool(adaptive), "ms_decay": ms_decay, "eps": eps,
                     "rescale_grad": rescale_grad, "clip_gradient": clip_gradient,
