@@ -11,6 +11,7 @@ side, so a busy machine moves both sides). Targets: <= 1.0x fused on the lists, 
 tiny tensors.
 
 Usage: OMP_NUM_THREADS=1 python3 bench/bench_torch_optim.py [--rounds 7] [--steps N] [--cases ...]
+       [--cpu-capability avx2]
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=["tiny161", "resnet50", "bert_base"])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=0, help="steps per timed block (default by case)")
+    ap.add_argument("--cpu-capability", default=None, help="force fusedopt's kernel variant")
     args = ap.parse_args()
+    if args.cpu_capability:
+        fusedopt.set_cpu_capability(args.cpu_capability)
     threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     if threads:
         torch.set_num_threads(threads)
