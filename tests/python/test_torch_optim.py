@@ -866,3 +866,18 @@ def test_state_made_at_first_gradient(rng):
     assert_close(np_of(params[1]), exp.weight)
     assert params[2] not in opt.state
     assert sorted(opt.state_dict()["state"]) == [0, 1]
+
+
+def test_readme_training_loop_runs(tmp_path, monkeypatch):
+    """The training loop of the README's PyTorch section, executed as written."""
+    import os
+    import re
+
+    readme = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("## PyTorch: `fusedopt.torch`"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102
+    assert (tmp_path / "ckpt.pt").exists()
