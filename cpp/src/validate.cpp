@@ -48,9 +48,17 @@ bool TensorView::is_dense() const {
     if (shape[k] == 0) return true;  // no elements
     if (shape[k] != 1) dims[static_cast<std::size_t>(n++)] = i;
   }
-  std::sort(dims.begin(), dims.begin() + n, [this](std::int32_t a, std::int32_t b) {
-    return strides[static_cast<std::size_t>(a)] < strides[static_cast<std::size_t>(b)];
-  });
+  // Insertion sort by stride: at most kMaxDims items (std::sort here draws a false -Warray-bounds
+  // from GCC 12 for its unrolled small-range path).
+  for (std::int32_t j = 1; j < n; ++j) {
+    const std::int32_t d = dims[static_cast<std::size_t>(j)];
+    std::int32_t i = j;
+    for (; i > 0 && strides[static_cast<std::size_t>(dims[static_cast<std::size_t>(i - 1)])] >
+                        strides[static_cast<std::size_t>(d)];
+         --i)
+      dims[static_cast<std::size_t>(i)] = dims[static_cast<std::size_t>(i - 1)];
+    dims[static_cast<std::size_t>(i)] = d;
+  }
   std::int64_t expected = 1;
   for (std::int32_t j = 0; j < n; ++j) {
     const auto k = static_cast<std::size_t>(dims[static_cast<std::size_t>(j)]);
