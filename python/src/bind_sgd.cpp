@@ -67,8 +67,12 @@ void run_multi(const char* op, bool mom, bool master, ListScratch& s, Real momen
 /// The row-sparse gradient of a binding. `indices` must be what the kernels read: a one-dimensional,
 /// C-contiguous, aligned, native-endian int64 NumPy array (RowSparseArray makes one; an attribute
 /// replaced afterwards is checked here, never reinterpreted).
-RowSparseView rsp_view(const ArrayRef& data, const py::array& indices, const std::vector<std::int64_t>& shape,
-                       const char* op) {
+RowSparseView rsp_view(const ArrayRef& data, py::handle indices_obj,
+                       const std::vector<std::int64_t>& shape, const char* op) {
+  if (!py::isinstance<py::array>(indices_obj))
+    throw TypeError(std::string(op) + ": grad.indices must be a native-endian int64 NumPy array, got " +
+                    type_name(indices_obj));
+  const auto indices = py::reinterpret_borrow<py::array>(indices_obj);
   const py::dtype dt = indices.dtype();
   const bool int64 = dt.kind() == 'i' && dt.itemsize() == 8 &&
                      dt.byteorder() != (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? '>' : '<');
@@ -165,7 +169,7 @@ void bind_sgd(py::module_& m) {
 
   m.def(
       "sgd_update_rsp",
-      [](py::handle weight, py::handle data, py::array indices, std::vector<std::int64_t> shape,
+      [](py::handle weight, py::handle data, py::handle indices, std::vector<std::int64_t> shape,
          Real lr, Real wd, Real rescale_grad, std::optional<Real> clip_gradient,
          bool lazy_update) {
         const char* op = "sgd_update";
@@ -182,7 +186,7 @@ void bind_sgd(py::module_& m) {
 
   m.def(
       "sgd_mom_update_rsp",
-      [](py::handle weight, py::handle data, py::array indices, std::vector<std::int64_t> shape,
+      [](py::handle weight, py::handle data, py::handle indices, std::vector<std::int64_t> shape,
          py::handle mom, Real lr, Real momentum, Real wd, Real rescale_grad,
          std::optional<Real> clip_gradient, bool lazy_update) {
         const char* op = "sgd_mom_update";
@@ -219,7 +223,7 @@ void bind_sgd(py::module_& m) {
 
   m.def(
       "check_sgd_args_rsp",
-      [](py::handle weight, py::handle data, py::array indices, std::vector<std::int64_t> shape,
+      [](py::handle weight, py::handle data, py::handle indices, std::vector<std::int64_t> shape,
          py::handle mom, Real lr, Real momentum, Real wd, Real rescale_grad,
          std::optional<Real> clip_gradient, bool lazy_update) {
         const char* op = mom.is_none() ? "sgd_update" : "sgd_mom_update";

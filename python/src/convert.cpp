@@ -40,10 +40,6 @@ bool dtype_of(const py::dtype& dt, DType* out) {
   return false;
 }
 
-std::string type_name(py::handle obj) {
-  return py::str(py::type::handle_of(obj).attr("__qualname__")).cast<std::string>();
-}
-
 /// numpy.bool_ (a bool in all but type: refused as a number like bool).
 bool is_numpy_bool(PyObject* item) {
   PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> type;

@@ -19,6 +19,11 @@
 #include "fusedopt/errors.h"
 
 namespace fusedopt::python {
+
+std::string type_name(py::handle obj) {
+  return py::str(py::type::handle_of(obj).attr("__qualname__")).cast<std::string>();
+}
+
 namespace {
 
 using namespace dlpack;
@@ -29,10 +34,6 @@ enum Trust : int {
   kKnownWritable = 1,    ///< NumPy, PyTorch, CuPy: legacy capsules are writable arrays
   kImmutable = 2,        ///< JAX: arrays are immutable whatever the capsule says
 };
-
-std::string type_name(py::handle obj) {
-  return py::str(py::type::handle_of(obj).attr("__qualname__")).cast<std::string>();
-}
 
 const py::object& export_adapter() {
   PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::object> storage;

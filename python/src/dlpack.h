@@ -27,6 +27,9 @@
 
 namespace fusedopt::python {
 
+/// The qualified name of an object's type, for error messages.
+std::string type_name(pybind11::handle obj);
+
 namespace py = pybind11;
 
 struct ArrayRef;
