@@ -433,6 +433,33 @@ std::vector<std::pair<std::int64_t, std::int64_t>> list_sizes(List l, std::mt199
   return {};
 }
 
+/// The aggregated SGD operator of (master, mom) on the given views.
+void multi_sgd_call(bool master, bool mom, const std::vector<TensorView>& w,
+                    const std::vector<TensorView>& g, const std::vector<TensorView>& m,
+                    const std::vector<TensorView>& w32, const fusedopt::MultiSgdParams& mp) {
+  if (master && mom) fusedopt::multi_mp_sgd_mom_update(w, g, m, w32, mp);
+  else if (master) fusedopt::multi_mp_sgd_update(w, g, w32, mp);
+  else if (mom) fusedopt::multi_sgd_mom_update(w, g, m, mp);
+  else fusedopt::multi_sgd_update(w, g, mp);
+}
+
+/// One step of an aggregated call on the host (run(false)) and on the device (run(true)); every
+/// written operand must match; then new gradients for the next step.
+template <class Run>
+void run_and_compare(Run&& run, std::vector<Problem>& probs, std::mt19937_64& rng) {
+  run(false);
+  run(true);
+  sync_and_check();
+  for (std::size_t k = 0; k < probs.size(); ++k) {
+    SCOPED_TRACE("tensor " + std::to_string(k));
+    for (Operand* o : probs[k].written()) EXPECT_TRUE(o->matches_device());
+  }
+  for (Problem& p : probs) {
+    p.new_grad(rng);
+    p.upload_all();
+  }
+}
+
 class CudaMulti : public CudaTest, public ::testing::WithParamInterface<MultiCase> {};
 
 TEST_P(CudaMulti, MatchesCpu) {
@@ -460,24 +487,11 @@ TEST_P(CudaMulti, MatchesCpu) {
       if (p.m) m.push_back(p.m->view(on_device));
       if (p.w32) w32.push_back(p.w32->view(on_device));
     }
-    if (c.master && c.mom) fusedopt::multi_mp_sgd_mom_update(w, g, m, w32, mp);
-    else if (c.master) fusedopt::multi_mp_sgd_update(w, g, w32, mp);
-    else if (c.mom) fusedopt::multi_sgd_mom_update(w, g, m, mp);
-    else fusedopt::multi_sgd_update(w, g, mp);
+    multi_sgd_call(c.master, c.mom, w, g, m, w32, mp);
   };
   for (int step = 0; step < 2; ++step) {
     SCOPED_TRACE("step " + std::to_string(step));
-    run(false);
-    run(true);
-    sync_and_check();
-    for (std::size_t k = 0; k < probs.size(); ++k) {
-      SCOPED_TRACE("tensor " + std::to_string(k));
-      for (Operand* o : probs[k].written()) EXPECT_TRUE(o->matches_device());
-    }
-    for (Problem& p : probs) {
-      p.new_grad(rng);
-      p.upload_all();
-    }
+    run_and_compare(run, probs, rng);
   }
 }
 
@@ -586,25 +600,12 @@ TEST_P(CudaLossScale, ReadOnDevice) {
     mp.rescale_grad = kRescale;
     mp.clip_gradient = kClip;
     mp.loss_scale = ls;
-    if (c.master && c.mom) fusedopt::multi_mp_sgd_mom_update(w, g, m, w32, mp);
-    else if (c.master) fusedopt::multi_mp_sgd_update(w, g, w32, mp);
-    else if (c.mom) fusedopt::multi_sgd_mom_update(w, g, m, mp);
-    else fusedopt::multi_sgd_update(w, g, mp);
+    multi_sgd_call(c.master, c.mom, w, g, m, w32, mp);
   };
   for (const float scale : {3.0f, 1024.0f}) {
     SCOPED_TRACE("grad_scale " + std::to_string(scale));
     set_device(scale, 0.0f);
-    run(false);
-    run(true);
-    sync_and_check();
-    for (std::size_t k = 0; k < probs.size(); ++k) {
-      SCOPED_TRACE("tensor " + std::to_string(k));
-      for (Operand* o : probs[k].written()) EXPECT_TRUE(o->matches_device());
-    }
-    for (Problem& p : probs) {
-      p.new_grad(rng);
-      p.upload_all();
-    }
+    run_and_compare(run, probs, rng);
   }
   // found_inf set (1 and NaN both count): nothing written on the device.
   for (const float found : {1.0f, NAN}) {
