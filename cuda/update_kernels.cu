@@ -188,10 +188,31 @@ __device__ __forceinline__ void update_range(const OperandsOf<W, R, kMom, kMaste
     update_elems<W, R, kMom, kMaster, 1, false>(o, i, p);
 }
 
+/// Loss scaling read on the device (SharedScalars::grad_scale / found_inf; null when absent) and the
+/// call's unscaled rescale factor in double.
+struct DeviceLossScale {
+  const float* grad_scale;
+  const float* found_inf;
+  double rescale_grad;
+};
+
+/// Every kernel starts here: false when found_inf is set (the block returns, writing nothing), else
+/// replaces rescale by scaled_rescale(rescale_grad, *grad_scale) when a scale is given. Two loads per
+/// thread of the same two floats (served from cache), no host synchronisation.
+template <class Acc>
+__device__ __forceinline__ bool apply_loss_scale(const DeviceLossScale& ls, Acc& rescale) {
+  if (ls.found_inf != nullptr && __ldg(ls.found_inf) != 0.0f) return false;
+  if (ls.grad_scale != nullptr)
+    rescale = static_cast<Acc>(scaled_rescale(ls.rescale_grad, __ldg(ls.grad_scale)));
+  return true;
+}
+
 /// One tensor, grid-stride.
 template <class W, RuleKind R, bool kMom, bool kMaster>
 __global__ void __launch_bounds__(kThreads)
-    dense_kernel(OperandsOf<W, R, kMom, kMaster> o, std::int64_t n, RuleScalars<acc_t<W>> p) {
+    dense_kernel(OperandsOf<W, R, kMom, kMaster> o, std::int64_t n, RuleScalars<acc_t<W>> p,
+                 DeviceLossScale ls) {
+  if (!apply_loss_scale(ls, p.rescale_grad)) return;
   const std::int64_t tid = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t stride = std::int64_t(gridDim.x) * blockDim.x;
   update_range<W, R, kMom, kMaster>(o, 0, n, tid, stride, p);
@@ -215,7 +236,9 @@ using MetaOf = cuda::TensorListMeta<Traits<W, R, kMom, kMaster>::kDepth, TensorS
 /// Many tensors: block b updates chunk block_to_chunk[b] of tensor slot block_to_tensor[b].
 template <class W, RuleKind R, bool kMom, bool kMaster>
 __global__ void __launch_bounds__(kMtaThreads)
-    multi_kernel(const __grid_constant__ MetaOf<W, R, kMom, kMaster> meta, SharedRule<acc_t<W>> s) {
+    multi_kernel(const __grid_constant__ MetaOf<W, R, kMom, kMaster> meta, SharedRule<acc_t<W>> s,
+                 DeviceLossScale ls) {
+  if (!apply_loss_scale(ls, s.rescale_grad)) return;
   using T = Traits<W, R, kMom, kMaster>;
   using State = typename T::State;
   const int t = meta.block_to_tensor[blockIdx.x];
@@ -241,7 +264,9 @@ __global__ void __launch_bounds__(kMtaThreads)
 template <class W, RuleKind R, bool kMom, bool kMaster, int N>
 __global__ void __launch_bounds__(kThreads)
     rows_kernel(OperandsOf<W, R, kMom, kMaster> o, std::int64_t row_len, std::int64_t nrows,
-                const std::int64_t* __restrict__ map, bool lazy, RuleScalars<acc_t<W>> p) {
+                const std::int64_t* __restrict__ map, bool lazy, RuleScalars<acc_t<W>> p,
+                DeviceLossScale ls) {
+  if (!apply_loss_scale(ls, p.rescale_grad)) return;
   const std::int64_t units_per_row = row_len / N;  // N divides row_len when N > 1
   const std::int64_t total = nrows * units_per_row;
   // 32-bit division when it suffices: 64-bit division is a long instruction sequence.
@@ -319,6 +344,10 @@ unsigned grid_for(std::int64_t units, int sms) {
   return static_cast<unsigned>(std::max<std::int64_t>(1, std::min(blocks, cap)));
 }
 
+DeviceLossScale device_loss_scale(const SharedScalars& s) {
+  return DeviceLossScale{s.grad_scale, s.found_inf, s.rescale_grad};
+}
+
 template <class W, RuleKind R, bool kMom, bool kMaster>
 OperandsOf<W, R, kMom, kMaster> operands(const Segment& seg) {
   using State = typename Traits<W, R, kMom, kMaster>::State;
@@ -336,7 +365,8 @@ void run_dense(const Segment* segs, std::int64_t nseg, const SharedScalars& s, c
     if (seg.n <= 0) return;
     const unsigned grid = grid_for((seg.n + T::kVec - 1) / T::kVec, sms);
     dense_kernel<W, R, kMom, kMaster><<<grid, kThreads, 0, stream>>>(
-        operands<W, R, kMom, kMaster>(seg), seg.n, make_rule_scalars<Acc>(seg.lr, seg.wd, s));
+        operands<W, R, kMom, kMaster>(seg), seg.n, make_rule_scalars<Acc>(seg.lr, seg.wd, s),
+        device_loss_scale(s));
     FUSEDOPT_CUDA_CHECK(cudaGetLastError());
     return;
   }
@@ -359,7 +389,8 @@ void run_dense(const Segment* segs, std::int64_t nseg, const SharedScalars& s, c
         extra = Extra{static_cast<Acc>(seg.lr), static_cast<Acc>(seg.wd)};
       },
       [&](const MetaOf<W, R, kMom, kMaster>& meta, int nblocks) {
-        multi_kernel<W, R, kMom, kMaster><<<nblocks, kMtaThreads, 0, stream>>>(meta, shared);
+        multi_kernel<W, R, kMom, kMaster><<<nblocks, kMtaThreads, 0, stream>>>(meta, shared,
+                                                                         device_loss_scale(s));
         FUSEDOPT_CUDA_CHECK(cudaGetLastError());
       });
 }
@@ -449,11 +480,11 @@ void run_rows(const RowSparseTask& t, const SharedScalars& s, cudaStream_t strea
   if (t.row_len % T::kVec == 0 && operands_aligned<W, R, kMom, kMaster>(o)) {
     const unsigned grid = grid_for(nrows * (t.row_len / T::kVec), sms);
     rows_kernel<W, R, kMom, kMaster, T::kVec>
-        <<<grid, kThreads, 0, stream>>>(o, t.row_len, nrows, map, t.lazy, p);
+        <<<grid, kThreads, 0, stream>>>(o, t.row_len, nrows, map, t.lazy, p, device_loss_scale(s));
   } else {
     const unsigned grid = grid_for(nrows * t.row_len, sms);
     rows_kernel<W, R, kMom, kMaster, 1>
-        <<<grid, kThreads, 0, stream>>>(o, t.row_len, nrows, map, t.lazy, p);
+        <<<grid, kThreads, 0, stream>>>(o, t.row_len, nrows, map, t.lazy, p, device_loss_scale(s));
   }
   FUSEDOPT_CUDA_CHECK(cudaGetLastError());
 }

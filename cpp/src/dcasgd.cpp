@@ -87,6 +87,7 @@ void multi(const char* op, bool backup, bool master, const std::vector<TensorVie
                                w32 ? w32->data() : nullptr, p.lrs.data(), p.wds.data());
   o.mss = adaptive ? ms.data() : nullptr;
   o.prev_name = anchor_name;
+  o.loss_scale = &p.loss_scale;
   checked_update(op, dcasgd_rule(backup, adaptive), master, o, s, stream);
 }
 

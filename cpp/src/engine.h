@@ -65,7 +65,20 @@ struct SharedScalars {
   double lamda = 0.0;
   double ms_decay = 0.0;
   double eps = 0.0;
+  /// Loss scaling read on the device (CUDA launches only; the CPU path folds both into rescale_grad
+  /// before launching and leaves them null): one float each, null when absent. With *found_inf != 0
+  /// the launch writes nothing; with grad_scale the rescale factor is scaled_rescale(rescale_grad,
+  /// *grad_scale).
+  const float* grad_scale = nullptr;
+  const float* found_inf = nullptr;
 };
+
+/// The rescale factor of a call whose gradients carry a loss scale: rescale_grad * (1 / scale) in
+/// double (as the unscaled step folds it), rounded to the compute type by the caller. The one
+/// formula for every backend.
+FUSEDOPT_HD double scaled_rescale(double rescale_grad, float scale) {
+  return rescale_grad * (1.0 / static_cast<double>(scale));
+}
 
 /// A row-sparse update of a (rows x row_len) weight. `whole` points at row 0 of every dense operand.
 /// Lazy: rows indices[k] get gradient row k. Standard: every row r gets gradient row row_to_k[r], or a

@@ -48,8 +48,9 @@ void multi(const char* op, bool master, const std::vector<TensorView>& w,
                                    {"lrs", p.lrs.size()},
                                    {"wds", p.wds.size()}});
   SharedScalars s = shared_scalars(op, p.momentum, p.rescale_grad, p.clip_gradient, m != nullptr);
-  const OperandSet o = detail::list_operands(n, w.data(), g.data(), m ? m->data() : nullptr, nullptr,
-                                             w32 ? w32->data() : nullptr, p.lrs.data(), p.wds.data());
+  OperandSet o = detail::list_operands(n, w.data(), g.data(), m ? m->data() : nullptr, nullptr,
+                                       w32 ? w32->data() : nullptr, p.lrs.data(), p.wds.data());
+  o.loss_scale = &p.loss_scale;
   detail::checked_update(op, RuleKind::kSgd, master, o, s, stream);
 }
 

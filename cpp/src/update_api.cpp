@@ -82,8 +82,40 @@ void checked_update(const char* op, RuleKind rule, bool master, const OperandSet
     if (adaptive) overlap.add(o.mss[k], label(o.ms_name, k), Access::kWrite);
     if (master) overlap.add(o.masters[k], label(o.master_name, k), Access::kWrite);
   }
+  // Loss-scaling operands: one float32 element each, on the weights' device, only read.
+  const TensorView* scale_views[2] = {nullptr, nullptr};
+  if (o.loss_scale != nullptr) {
+    const std::optional<TensorView>* opts[2] = {&o.loss_scale->grad_scale, &o.loss_scale->found_inf};
+    const char* names[2] = {"grad_scale", "found_inf"};
+    for (int i = 0; i < 2; ++i) {
+      if (!opts[i]->has_value()) continue;
+      const TensorView& t = **opts[i];
+      const Label l{names[i]};
+      check_tensor(op, l, t, {DType::kFloat32}, Access::kRead, nullptr);
+      FUSEDOPT_CHECK(t.numel() == 1, ValueError, op, ": ", names[i],
+                     " must have exactly one element, got shape ", shape_string(t));
+      FUSEDOPT_CHECK(o.n == 0 || t.device == device, ValueError, op, ": ", names[i],
+                     " is on a different device than ", to_string(first_weight),
+                     "; all arrays of one call must be on one device");
+      overlap.add(t, l, Access::kRead);
+      scale_views[i] = &t;
+    }
+  }
   overlap.check(op);
   if (o.n == 0 || dry_run) return;
+
+  SharedScalars scalars = shared;
+  auto scalar_ptr = [](const TensorView* t) {
+    return t ? static_cast<const float*>(t->data) : nullptr;
+  };
+  if (device.host_accessible()) {  // read once here; the CPU kernels see a plain rescale_grad
+    if (scale_views[1] != nullptr && *scalar_ptr(scale_views[1]) != 0.0f) return;
+    if (scale_views[0] != nullptr)
+      scalars.rescale_grad = scaled_rescale(shared.rescale_grad, *scalar_ptr(scale_views[0]));
+  } else {  // read by the kernels on the device: no host synchronisation
+    scalars.grad_scale = scalar_ptr(scale_views[0]);
+    scalars.found_inf = scalar_ptr(scale_views[1]);
+  }
 
   // Group by weight dtype, keeping the caller's order inside a group; one launch per group.
   segs.reserve(static_cast<std::size_t>(o.n));
@@ -104,7 +136,7 @@ void checked_update(const char* op, RuleKind rule, bool master, const OperandSet
     }
     if (segs.empty()) continue;
     UpdateKind kind{dt, rule, mom, master};
-    launch(kind, segs.data(), static_cast<std::int64_t>(segs.size()), shared, device, stream);
+    launch(kind, segs.data(), static_cast<std::int64_t>(segs.size()), scalars, device, stream);
   }
 }
 

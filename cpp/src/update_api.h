@@ -6,6 +6,7 @@
 #include <initializer_list>
 
 #include "engine.h"
+#include "fusedopt/params.h"
 #include "validate.h"
 
 namespace fusedopt::detail {
@@ -22,6 +23,7 @@ struct OperandSet {
   const TensorView* masters = nullptr;
   const double* lrs = nullptr;
   const double* wds = nullptr;
+  const LossScale* loss_scale = nullptr;  ///< aggregated calls: optional GradScaler operands
   bool indexed = false;  ///< multi_* operator: labels carry the tensor index
   const char* weight_name = "weight";
   const char* grad_name = "grad";

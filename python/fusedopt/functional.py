@@ -287,6 +287,8 @@ def multi_dcasgd_update(
     clip_gradient: float | None = None,
     ms_decay: float = 0.95,
     eps: float = 1e-7,
+    grad_scale: Any = None,
+    found_inf: Any = None,
 ) -> None:
     """Aggregated :func:`dcasgd_update` of parallel lists (not an MXNet operator): tensor k uses
     ``lrs[k]`` and ``wds[k]``; ``moms`` is None (no momentum; then ``momentum`` must be 0) or one
@@ -297,6 +299,7 @@ def multi_dcasgd_update(
         weights, grads, moms, prevs, None, mean_squares, lrs=lrs, wds=wds, momentum=momentum,
         lamda=lamda, rescale_grad=rescale_grad, clip_gradient=clip_gradient, ms_decay=ms_decay,
         eps=eps,
+        grad_scale=grad_scale, found_inf=found_inf,
     )
 
 
@@ -316,6 +319,8 @@ def multi_mp_dcasgd_update(
     clip_gradient: float | None = None,
     ms_decay: float = 0.95,
     eps: float = 1e-7,
+    grad_scale: Any = None,
+    found_inf: Any = None,
 ) -> None:
     """Aggregated :func:`mp_dcasgd_update` of parallel lists (float32 ``prevs32``, ``weights32`` and
     ``moms`` / ``mean_squares`` when given)."""
@@ -324,6 +329,7 @@ def multi_mp_dcasgd_update(
         weights, grads, moms, prevs32, weights32, mean_squares, lrs=lrs, wds=wds,
         momentum=momentum, lamda=lamda, rescale_grad=rescale_grad, clip_gradient=clip_gradient,
         ms_decay=ms_decay, eps=eps,
+        grad_scale=grad_scale, found_inf=found_inf,
     )
 
 
@@ -342,6 +348,8 @@ def multi_dcasgd_backup_update(
     clip_gradient: float | None = None,
     ms_decay: float = 0.95,
     eps: float = 1e-7,
+    grad_scale: Any = None,
+    found_inf: Any = None,
 ) -> None:
     """Aggregated :func:`dcasgd_backup_update` of parallel lists: tensor k uses ``lrs[k]`` and
     ``wds[k]``; ``moms`` and ``mean_squares`` are None or one array per weight. One validation of the
@@ -352,6 +360,7 @@ def multi_dcasgd_backup_update(
         weights, grads, backups, None, moms, mean_squares, lrs=lrs, wds=wds, momentum=momentum,
         lamda=lamda, rescale_grad=rescale_grad, clip_gradient=clip_gradient, ms_decay=ms_decay,
         eps=eps,
+        grad_scale=grad_scale, found_inf=found_inf,
     )
 
 
@@ -371,6 +380,8 @@ def multi_mp_dcasgd_backup_update(
     clip_gradient: float | None = None,
     ms_decay: float = 0.95,
     eps: float = 1e-7,
+    grad_scale: Any = None,
+    found_inf: Any = None,
 ) -> None:
     """Aggregated :func:`mp_dcasgd_backup_update` of parallel lists (float32 ``backups``,
     ``weights32`` and ``moms`` / ``mean_squares`` when given)."""
@@ -379,6 +390,7 @@ def multi_mp_dcasgd_backup_update(
         weights, grads, backups, weights32, moms, mean_squares, lrs=lrs, wds=wds,
         momentum=momentum, lamda=lamda, rescale_grad=rescale_grad, clip_gradient=clip_gradient,
         ms_decay=ms_decay, eps=eps,
+        grad_scale=grad_scale, found_inf=found_inf,
     )
 
 
@@ -389,10 +401,13 @@ def multi_sgd_update(
     wds: Sequence[float],
     rescale_grad: float = 1.0,
     clip_gradient: float | None = None,
+    grad_scale: Any = None,
+    found_inf: Any = None,
 ) -> None:
     """Aggregated :func:`sgd_update` of ``arrays = [w0, g0, w1, g1, ...]``; tensor k uses lrs[k], wds[k]."""
     _core.multi_sgd_update(
-        arrays, lrs=lrs, wds=wds, rescale_grad=rescale_grad, clip_gradient=clip_gradient
+        arrays, lrs=lrs, wds=wds, rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+        grad_scale=grad_scale, found_inf=found_inf,
     )
 
 
@@ -404,11 +419,14 @@ def multi_sgd_mom_update(
     momentum: float = 0.0,
     rescale_grad: float = 1.0,
     clip_gradient: float | None = None,
+    grad_scale: Any = None,
+    found_inf: Any = None,
 ) -> None:
     """Aggregated :func:`sgd_mom_update` of ``arrays = [w0, g0, m0, w1, g1, m1, ...]``."""
     _core.multi_sgd_mom_update(
         arrays, lrs=lrs, wds=wds, momentum=momentum, rescale_grad=rescale_grad,
         clip_gradient=clip_gradient,
+        grad_scale=grad_scale, found_inf=found_inf,
     )
 
 
@@ -422,6 +440,8 @@ def multi_sgd_update_states(
     momentum: float = 0.0,
     rescale_grad: float = 1.0,
     clip_gradient: float | None = None,
+    grad_scale: Any = None,
+    found_inf: Any = None,
 ) -> bool:
     """:func:`multi_sgd_mom_update` (every state an array) or :func:`multi_sgd_update` (every state
     None) of parallel lists, without building a flat list. Returns False and does nothing when the
@@ -429,6 +449,7 @@ def multi_sgd_update_states(
     return _core.multi_sgd_update_states(
         weights, grads, states, lrs=lrs, wds=wds, momentum=momentum, rescale_grad=rescale_grad,
         clip_gradient=clip_gradient,
+        grad_scale=grad_scale, found_inf=found_inf,
     )
 
 
@@ -439,10 +460,13 @@ def multi_mp_sgd_update(
     wds: Sequence[float],
     rescale_grad: float = 1.0,
     clip_gradient: float | None = None,
+    grad_scale: Any = None,
+    found_inf: Any = None,
 ) -> None:
     """Aggregated :func:`mp_sgd_update` of ``arrays = [w0, g0, w32_0, ...]``."""
     _core.multi_mp_sgd_update(
-        arrays, lrs=lrs, wds=wds, rescale_grad=rescale_grad, clip_gradient=clip_gradient
+        arrays, lrs=lrs, wds=wds, rescale_grad=rescale_grad, clip_gradient=clip_gradient,
+        grad_scale=grad_scale, found_inf=found_inf,
     )
 
 
@@ -454,11 +478,14 @@ def multi_mp_sgd_mom_update(
     momentum: float = 0.0,
     rescale_grad: float = 1.0,
     clip_gradient: float | None = None,
+    grad_scale: Any = None,
+    found_inf: Any = None,
 ) -> None:
     """Aggregated :func:`mp_sgd_mom_update` of ``arrays = [w0, g0, m0, w32_0, ...]``."""
     _core.multi_mp_sgd_mom_update(
         arrays, lrs=lrs, wds=wds, momentum=momentum, rescale_grad=rescale_grad,
         clip_gradient=clip_gradient,
+        grad_scale=grad_scale, found_inf=found_inf,
     )
 
 

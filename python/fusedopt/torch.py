@@ -101,6 +101,31 @@ class _Plan:
         self.pending: list[int] = []  # parameters without a gradient nor a state yet (no state made)
 
 
+def _read_on_device(t: Any) -> bool:
+    """Whether GradScaler's tensor ``t`` goes to the kernels (which read it in device code) instead
+    of being read on the host: tensors on a CUDA device."""
+    return t is not None and t.device.type == "cuda"
+
+
+def _scale_for(hyper: dict[str, Any], device: Any) -> tuple[float, dict[str, Any], bool]:
+    """``(rescale_grad, kernel keywords, skip)`` of one kernel call on ``device``.
+
+    ``hyper["loss_scale"]`` is GradScaler's ``(grad_scale, found_inf)`` when they live on a CUDA
+    device (else None: the step already folded them on the host). A call on that device passes them
+    to the kernels, which read them in device code (no host synchronisation); a call elsewhere
+    (``device`` None: a single-tensor call) reads them here, on the host."""
+    rg = hyper["rescale_grad"]
+    ls = hyper.get("loss_scale")
+    if ls is None:
+        return rg, {}, False
+    grad_scale, found_inf = ls
+    if device is not None and all(t is None or t.device == device for t in ls):
+        return rg, {"grad_scale": grad_scale, "found_inf": found_inf}, False
+    if found_inf is not None and bool(found_inf):  # (a host synchronisation)
+        return rg, {}, True
+    return (rg if grad_scale is None else rg * (1.0 / float(grad_scale))), {}, False
+
+
 class _Call:
     """One kernel call: ``run()`` updates; ``check()`` raises what ``run()`` would, writing nothing."""
 
@@ -109,6 +134,9 @@ class _Call:
     def __init__(self, run: Callable[[], Any], check: Callable[[], Any]) -> None:
         self.run = run
         self.check = check
+
+
+_SKIP = _Call(lambda: None, lambda: None)
 
 
 class _MXNetOptimizer(torch.optim.Optimizer):
@@ -251,7 +279,8 @@ class _MXNetOptimizer(torch.optim.Optimizer):
         return plan
 
     def _group_calls(self, group: dict[str, Any], inv_scale: float, calls: list[_Call],
-                     touched: list[torch.Tensor], general: bool) -> None:
+                     touched: list[torch.Tensor], general: bool,
+                     loss_scale: tuple[Any, Any] | None = None) -> None:
         """Appends the kernel calls of one group's step (nothing is written here).
 
         Fast path: every gradient handed to the aggregated kernels as it is (a None or sparse one
@@ -263,7 +292,7 @@ class _MXNetOptimizer(torch.optim.Optimizer):
         lr, momentum, wd, rg, clip = self._check_group(group, "param group")
         plan = self._plan(group, momentum)
         hyper = {"lr": lr, "momentum": momentum, "wd": wd, "rescale_grad": rg * inv_scale,
-                 "clip_gradient": clip}
+                 "clip_gradient": clip, "loss_scale": loss_scale}
         grads = list(map(_GRAD, params))
         if not (general or plan.general):
             if len(plan.subs) == 1:
@@ -310,7 +339,10 @@ class _MXNetOptimizer(torch.optim.Optimizer):
         Under ``torch.amp.GradScaler`` (``scaler.step(opt)``) the gradients are still scaled: the
         inverse scale is folded into ``rescale_grad`` (no separate unscale pass; after
         ``scaler.unscale_(opt)`` nothing is folded), and a step with non-finite gradients returns
-        without writing anything (weights, momentum, masters, previous weights).
+        without writing anything (weights, momentum, masters, previous weights). On the CPU the
+        scale and the found-inf flag are read on the host; when GradScaler keeps them on a CUDA
+        device they go to the kernels, which read them in device code (no host synchronisation per
+        step; the autograd version counters then advance even on a skipped step).
 
         Under ``torch.compile`` the update is the custom op ``torch.ops.fusedopt.mxnet_step_`` (one
         call per group and device/dtype/precision mode), so ``fullgraph=True`` works."""
@@ -364,15 +396,21 @@ class _MXNetOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         found_inf = getattr(self, "found_inf", None)
-        if found_inf is not None and bool(found_inf):  # (a host synchronisation on CUDA)
-            return loss
         grad_scale = getattr(self, "grad_scale", None)
-        inv_scale = 1.0 if grad_scale is None else 1.0 / float(grad_scale)
+        inv_scale = 1.0
+        loss_scale = None
+        if _read_on_device(grad_scale) or _read_on_device(found_inf):
+            loss_scale = (grad_scale, found_inf)  # read by the kernels, on the device
+        else:
+            if found_inf is not None and bool(found_inf):
+                return loss
+            if grad_scale is not None:
+                inv_scale = 1.0 / float(grad_scale)
         for general in (False, True):
             calls: list[_Call] = []
             touched: list[torch.Tensor] = []
             for group in self.param_groups:
-                self._group_calls(group, inv_scale, calls, touched, general)
+                self._group_calls(group, inv_scale, calls, touched, general, loss_scale)
             try:
                 if len(calls) > 1:  # several kernel calls: validate them all before the first write
                     for call in calls:
@@ -424,27 +462,31 @@ class SGD(_MXNetOptimizer):
         masters = None if sub.masters[0] is None else pick(sub.masters)
         lrs, wds = [hyper["lr"]] * n, [hyper["wd"]] * n
         momentum = hyper["momentum"]
-        common = {"rescale_grad": hyper["rescale_grad"], "clip_gradient": hyper["clip_gradient"]}
+        rg, scale_kw, skip = _scale_for(hyper, ws[0].device if n else None)
+        if skip:
+            return _SKIP
+        common = {"rescale_grad": rg, "clip_gradient": hyper["clip_gradient"]}
 
         def check() -> None:
             for k in range(n):
                 F.check_sgd_args(ws[k], grads[k], moms[k], None if masters is None else masters[k],
                                  lr=hyper["lr"], momentum=momentum, wd=hyper["wd"], **common)
 
+        run_kw = {**common, **scale_kw}  # (check_sgd_args takes no loss-scale operands)
         if masters is None:
             def run() -> None:
                 if not F.multi_sgd_update_states(ws, grads, moms, lrs=lrs, wds=wds, momentum=momentum,
-                                                 **common):
+                                                 **run_kw):
                     # (declined before writing: momentum buffers for some tensors and not others)
                     raise RuntimeError("fusedopt.torch: inconsistent momentum states in one call")
         elif n and moms[0] is not None:
             def run() -> None:
                 flat = list(itertools.chain.from_iterable(zip(ws, grads, moms, masters)))
-                F.multi_mp_sgd_mom_update(flat, lrs=lrs, wds=wds, momentum=momentum, **common)
+                F.multi_mp_sgd_mom_update(flat, lrs=lrs, wds=wds, momentum=momentum, **run_kw)
         else:
             def run() -> None:
                 flat = list(itertools.chain.from_iterable(zip(ws, grads, masters)))
-                F.multi_mp_sgd_update(flat, lrs=lrs, wds=wds, **common)
+                F.multi_mp_sgd_update(flat, lrs=lrs, wds=wds, **run_kw)
         return _Call(run, check)
 
     def _sparse_call(self, group: dict[str, Any], sub: _Sub, j: int, grad: RowSparseArray,
@@ -453,7 +495,10 @@ class SGD(_MXNetOptimizer):
         if sub.masters[j] is not None:
             raise TypeError("fusedopt.torch.SGD: sparse gradients are not supported with "
                             "multi_precision float16/bfloat16 parameters")
-        kw = {"lr": hyper["lr"], "wd": hyper["wd"], "rescale_grad": hyper["rescale_grad"],
+        rg, _, skip = _scale_for(hyper, None)  # (single-tensor calls take no device scale)
+        if skip:
+            return _SKIP
+        kw = {"lr": hyper["lr"], "wd": hyper["wd"], "rescale_grad": rg,
               "clip_gradient": hyper["clip_gradient"], "lazy_update": bool(group["lazy_update"])}
         if mom is None:
             return _Call(lambda: F.sgd_update(w, grad, **kw),
@@ -529,9 +574,12 @@ class DCASGD(_MXNetOptimizer):
         masters = None if sub.masters[0] is None else pick(sub.masters)
         if n and moms[0] is None:
             moms = None
+        rg, scale_kw, skip = _scale_for(hyper, ws[0].device if n else None)
+        if skip:
+            return _SKIP
         kw = {"lrs": [hyper["lr"]] * n, "wds": [hyper["wd"]] * n, "momentum": hyper["momentum"],
-              "lamda": float(group["lamda"]), "rescale_grad": hyper["rescale_grad"],
-              "clip_gradient": hyper["clip_gradient"]}
+              "lamda": float(group["lamda"]), "rescale_grad": rg,
+              "clip_gradient": hyper["clip_gradient"], **scale_kw}
         if group["adaptive"]:
             kw.update(mean_squares=pick(sub.mean_squares), ms_decay=float(group["ms_decay"]),
                       eps=float(group["eps"]))
@@ -544,7 +592,7 @@ class DCASGD(_MXNetOptimizer):
                                     None if masters is None else masters[k],
                                     None if mss is None else mss[k], lr=hyper["lr"],
                                     momentum=hyper["momentum"], lamda=kw["lamda"], wd=hyper["wd"],
-                                    rescale_grad=hyper["rescale_grad"],
+                                    rescale_grad=rg,
                                     clip_gradient=hyper["clip_gradient"], **extra)
 
         if masters is None:
@@ -568,12 +616,17 @@ def _mxnet_step_op(rule: str, weights: list[torch.Tensor], grads: list[torch.Ten
                    found_inf: torch.Tensor | None) -> None:
     """One aggregated update (the kernels of the eager step) for torch.compile graphs. ``hyper`` is
     ``[lr, momentum, weight_decay, rescale_grad, lamda, ms_decay, eps]``; empty state lists mean
-    "none of these"; GradScaler's ``grad_scale`` / ``found_inf`` are read here (on the host)."""
-    if found_inf is not None and bool(found_inf):
-        return
+    "none of these"; GradScaler's ``grad_scale`` / ``found_inf`` are read by the kernels on a CUDA
+    device, on the host otherwise."""
     lr, momentum, wd, rg, lamda, ms_decay, eps = hyper
-    if grad_scale is not None:
-        rg = rg / float(grad_scale)
+    loss_scale = None
+    if _read_on_device(grad_scale) or _read_on_device(found_inf):
+        loss_scale = (grad_scale, found_inf)
+    else:
+        if found_inf is not None and bool(found_inf):
+            return
+        if grad_scale is not None:
+            rg = rg * (1.0 / float(grad_scale))
     n = len(weights)
     sub = _Sub()
     sub.weights = list(weights)
@@ -582,7 +635,8 @@ def _mxnet_step_op(rule: str, weights: list[torch.Tensor], grads: list[torch.Ten
     sub.masters = list(masters) or [None] * n
     sub.mean_squares = list(mean_squares) or [None] * n
     group = {"lamda": lamda, "adaptive": bool(mean_squares), "ms_decay": ms_decay, "eps": eps}
-    hyp = {"lr": lr, "momentum": momentum, "wd": wd, "rescale_grad": rg, "clip_gradient": clip_gradient}
+    hyp = {"lr": lr, "momentum": momentum, "wd": wd, "rescale_grad": rg, "clip_gradient": clip_gradient,
+           "loss_scale": loss_scale}
     _RULES[rule]._dense_call(group, sub, None, list(grads), hyp).run()
 
 

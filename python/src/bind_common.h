@@ -6,9 +6,11 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "convert.h"
+#include "fusedopt/params.h"
 
 namespace fusedopt::python {
 
@@ -57,6 +59,23 @@ class ScratchLease {
 struct Real {
   double value = 0.0;
   operator double() const { return value; }  // NOLINT: used exactly like the double it replaces
+};
+
+/// The optional GradScaler operands of an aggregated binding (keywords grad_scale=, found_inf=; None
+/// = absent), converted like any array argument and kept alive until the call returns. The C++ API
+/// validates them (float32, one element, the weights' device) before anything is written.
+struct LossScaleArgs {
+  std::optional<ArrayRef> grad_scale, found_inf;
+  LossScaleArgs(py::handle gs, py::handle fi, const char* op) {
+    if (!gs.is_none()) grad_scale = to_array_ref(gs, op, "grad_scale");
+    if (!fi.is_none()) found_inf = to_array_ref(fi, op, "found_inf");
+  }
+  LossScale get() const {
+    LossScale ls;
+    if (grad_scale) ls.grad_scale = grad_scale->view;
+    if (found_inf) ls.found_inf = found_inf->view;
+    return ls;
+  }
 };
 
 inline std::vector<TensorView> views(const std::vector<ArrayRef>& refs) {

@@ -52,7 +52,8 @@ void bind_dcasgd(py::module_& m) {
         [master](py::handle weights, py::handle grads, py::handle moms, py::handle prevs,
                  py::handle weights32, py::handle mean_squares, py::handle lrs, py::handle wds,
                  Real momentum, Real lamda, Real rescale_grad,
-                 std::optional<Real> clip_gradient, Real ms_decay, Real eps) {
+                 std::optional<Real> clip_gradient, Real ms_decay, Real eps, py::handle grad_scale,
+                 py::handle found_inf) {
           const char* op = master ? "multi_mp_dcasgd_update" : "multi_dcasgd_update";
           ScratchLease<DcasgdLists> scope;
           DcasgdLists& s = scope.get();
@@ -66,7 +67,10 @@ void bind_dcasgd(py::module_& m) {
           s.prev.add_all(prevs, op, master ? "prevs32" : "prevs");
           add_optional(s.ms, mean_squares, op, "mean_squares");
           if (master) s.w32.add_all(weights32, op, "weights32");
-          const Stream stream = call_stream(op, s.w, s.g, s.m, s.prev, s.ms, s.w32);
+          const LossScaleArgs scale(grad_scale, found_inf, op);
+          p.loss_scale = scale.get();
+          const Stream stream = call_stream(op, s.w, s.g, s.m, s.prev, s.ms, s.w32, scale.grad_scale,
+                                            scale.found_inf);
           py::gil_scoped_release release;
           if (master)
             fusedopt::multi_mp_dcasgd_update(s.w.views, s.g.views, s.m.views, s.prev.views,
@@ -79,6 +83,7 @@ void bind_dcasgd(py::module_& m) {
         "mean_squares"_a.none(true) = py::none(), py::kw_only(), "lrs"_a, "wds"_a,
         "momentum"_a = 0.0, "lamda"_a = 0.04, "rescale_grad"_a = 1.0,
         "clip_gradient"_a = py::none(), "ms_decay"_a = 0.95, "eps"_a = 1e-7,
+        "grad_scale"_a = py::none(), "found_inf"_a = py::none(),
         "Aggregated DCASGD over parallel lists (moms None: no momentum; mean_squares None: constant "
         "lamda); tensor k uses lrs[k], wds[k].");
 
@@ -87,7 +92,8 @@ void bind_dcasgd(py::module_& m) {
         [master](py::handle weights, py::handle grads, py::handle backups, py::handle weights32,
                  py::handle moms, py::handle mean_squares, py::handle lrs, py::handle wds,
                  Real momentum, Real lamda, Real rescale_grad,
-                 std::optional<Real> clip_gradient, Real ms_decay, Real eps) {
+                 std::optional<Real> clip_gradient, Real ms_decay, Real eps, py::handle grad_scale,
+                 py::handle found_inf) {
           const char* op = master ? "multi_mp_dcasgd_backup_update" : "multi_dcasgd_backup_update";
           ScratchLease<DcasgdLists> scope;
           DcasgdLists& s = scope.get();
@@ -101,7 +107,10 @@ void bind_dcasgd(py::module_& m) {
           if (master) s.w32.add_all(weights32, op, "weights32");
           add_optional(s.m, moms, op, "moms");
           add_optional(s.ms, mean_squares, op, "mean_squares");
-          const Stream stream = call_stream(op, s.w, s.g, s.m, s.prev, s.ms, s.w32);
+          const LossScaleArgs scale(grad_scale, found_inf, op);
+          p.loss_scale = scale.get();
+          const Stream stream = call_stream(op, s.w, s.g, s.m, s.prev, s.ms, s.w32, scale.grad_scale,
+                                            scale.found_inf);
           py::gil_scoped_release release;
           if (master)
             fusedopt::multi_mp_dcasgd_backup_update(s.w.views, s.g.views, s.prev.views, s.w32.views,
@@ -113,7 +122,7 @@ void bind_dcasgd(py::module_& m) {
         "weights"_a, "grads"_a, "backups"_a, "weights32"_a.none(true), "moms"_a.none(true),
         "mean_squares"_a.none(true), py::kw_only(), "lrs"_a, "wds"_a, "momentum"_a = 0.0,
         "lamda"_a, "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(), "ms_decay"_a = 0.95,
-        "eps"_a = 1e-7,
+        "eps"_a = 1e-7, "grad_scale"_a = py::none(), "found_inf"_a = py::none(),
         "Aggregated DCASGD with per-worker backups (only read) over parallel lists.");
 
     m.def(

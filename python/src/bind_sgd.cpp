@@ -51,12 +51,15 @@ void read_rates(const char* op, ListScratch& s, py::handle lrs, py::handle wds) 
 
 /// Releases the GIL and runs the aggregated operator on the views and rates already in `s`.
 void run_multi(const char* op, bool mom, bool master, ListScratch& s, Real momentum,
-               Real rescale_grad, std::optional<Real> clip_gradient) {
+               Real rescale_grad, std::optional<Real> clip_gradient, py::handle grad_scale,
+               py::handle found_inf) {
   MultiSgdParams& p = s.params;
   p.momentum = momentum;
   p.rescale_grad = rescale_grad;
   p.clip_gradient = clip_gradient;
-  const Stream stream = call_stream(op, s.w, s.g, s.m, s.w32);
+  const LossScaleArgs scale(grad_scale, found_inf, op);
+  p.loss_scale = scale.get();
+  const Stream stream = call_stream(op, s.w, s.g, s.m, s.w32, scale.grad_scale, scale.found_inf);
   py::gil_scoped_release release;
   if (mom && master) fusedopt::multi_mp_sgd_mom_update(s.w.views, s.g.views, s.m.views, s.w32.views, p, stream);
   else if (mom) fusedopt::multi_sgd_mom_update(s.w.views, s.g.views, s.m.views, p, stream);
@@ -257,7 +260,8 @@ void bind_sgd(py::module_& m) {
     m.def(
         spec.name,
         [sp](py::handle arrays, py::handle lrs, py::handle wds, Real momentum,
-             Real rescale_grad, std::optional<Real> clip_gradient) {
+             Real rescale_grad, std::optional<Real> clip_gradient, py::handle grad_scale,
+             py::handle found_inf) {
           const char* op = sp->name;
           py::tuple seq = flat_sequence(arrays, sp->per, op, sp->layout);
           ListScope scope;
@@ -267,10 +271,11 @@ void bind_sgd(py::module_& m) {
           list_views(seq, sp->per, 1, op, "grads", scratch.g);
           if (sp->mom) list_views(seq, sp->per, 2, op, "moms", scratch.m);
           if (sp->master) list_views(seq, sp->per, sp->per - 1, op, "weights32", scratch.w32);
-          run_multi(op, sp->mom, sp->master, scratch, momentum, rescale_grad, clip_gradient);
+          run_multi(op, sp->mom, sp->master, scratch, momentum, rescale_grad, clip_gradient,
+                    grad_scale, found_inf);
         },
         "arrays"_a, py::kw_only(), "lrs"_a, "wds"_a, "momentum"_a = 0.0, "rescale_grad"_a = 1.0,
-        "clip_gradient"_a = py::none(),
+        "clip_gradient"_a = py::none(), "grad_scale"_a = py::none(), "found_inf"_a = py::none(),
         (std::string("Aggregated update of n tensors given as a flat list ") + spec.layout +
          "; tensor k uses lrs[k] and wds[k].")
             .c_str());
@@ -278,7 +283,8 @@ void bind_sgd(py::module_& m) {
   m.def(
       "multi_sgd_update_states",
       [](py::handle weights, py::handle grads, py::handle states, py::handle lrs, py::handle wds,
-         Real momentum, Real rescale_grad, std::optional<Real> clip_gradient) {
+         Real momentum, Real rescale_grad, std::optional<Real> clip_gradient, py::handle grad_scale,
+         py::handle found_inf) {
         // The Optimizer's aggregated step without building a flat list: `states` are all None
         // (multi_sgd_update) or all arrays (multi_sgd_mom_update). Returns False, touching nothing,
         // when they are mixed (the caller then groups the tensors itself).
@@ -298,11 +304,13 @@ void bind_sgd(py::module_& m) {
         if (ng != nw || static_cast<std::size_t>(n) != nw)
           throw ValueError(std::string(op) + ": weights, grads and states must have the same length, got " +
                            std::to_string(nw) + ", " + std::to_string(ng) + " and " + std::to_string(n));
-        run_multi(op, mom, false, scratch, momentum, rescale_grad, clip_gradient);
+        run_multi(op, mom, false, scratch, momentum, rescale_grad, clip_gradient, grad_scale,
+                  found_inf);
         return true;
       },
       "weights"_a, "grads"_a, "states"_a, py::kw_only(), "lrs"_a, "wds"_a, "momentum"_a = 0.0,
-      "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(),
+      "rescale_grad"_a = 1.0, "clip_gradient"_a = py::none(), "grad_scale"_a = py::none(),
+      "found_inf"_a = py::none(),
       "multi_sgd(_mom)_update of parallel lists; False (nothing done) when states mix None and arrays.");
 }
 

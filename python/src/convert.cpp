@@ -104,9 +104,10 @@ bool numpy_view(py::handle obj, const char* op, const char* arg, std::int64_t in
 ArrayRef to_array_ref(py::handle obj, const char* op, const char* arg, std::int64_t index) {
   ArrayRef ref;
   if (!numpy_view(obj, op, arg, index, &ref.view)) {
-    // Not NumPy: a DLPack producer (PyTorch, CuPy, ...). Gradients and DCASGD backups are the only
-    // inputs.
-    const bool output = std::strncmp(arg, "grad", 4) != 0 && std::strncmp(arg, "backup", 6) != 0;
+    // Not NumPy: a DLPack producer (PyTorch, CuPy, ...). Gradients (grad_scale included), DCASGD
+    // backups and found_inf are the only inputs.
+    const bool output = std::strncmp(arg, "grad", 4) != 0 && std::strncmp(arg, "backup", 6) != 0 &&
+                        std::strcmp(arg, "found_inf") != 0;
     std::optional<ArrayRef> r = import_dlpack(obj, ArgLabel{op, arg, index}, output);
     if (!r)
       throw TypeError(arg_name(op, arg, index) +

@@ -68,7 +68,8 @@ void check_unchanged(py::handle obj, const TensorView& view, const char* op, con
 /// rejected by the C++ API where they are not allowed (dense layouts shared by every array of an
 /// update are allowed: Note [dense layouts] in tensor_view.h).
 /// `op` and `name` (and `index` >= 0 for list arguments) label the argument in messages. Arguments whose
-/// name starts with "grad" or "backup" are inputs; every other one is written by the operator.
+/// name starts with "grad" or "backup" (grad_scale included) and found_inf are inputs; every other one is
+/// written by the operator.
 ArrayRef to_array_ref(py::handle obj, const char* op, const char* name, std::int64_t index = -1);
 
 /// The NumPy fast path of to_array_ref: fills `*view` and returns true for a NumPy array (raising the

@@ -433,6 +433,33 @@ std::vector<std::pair<std::int64_t, std::int64_t>> list_sizes(List l, std::mt199
   return {};
 }
 
+/// The aggregated SGD operator of (master, mom) on the given views.
+void multi_sgd_call(bool master, bool mom, const std::vector<TensorView>& w,
+                    const std::vector<TensorView>& g, const std::vector<TensorView>& m,
+                    const std::vector<TensorView>& w32, const fusedopt::MultiSgdParams& mp) {
+  if (master && mom) fusedopt::multi_mp_sgd_mom_update(w, g, m, w32, mp);
+  else if (master) fusedopt::multi_mp_sgd_update(w, g, w32, mp);
+  else if (mom) fusedopt::multi_sgd_mom_update(w, g, m, mp);
+  else fusedopt::multi_sgd_update(w, g, mp);
+}
+
+/// One step of an aggregated call on the host (run(false)) and on the device (run(true)); every
+/// written operand must match; then new gradients for the next step.
+template <class Run>
+void run_and_compare(Run&& run, std::vector<Problem>& probs, std::mt19937_64& rng) {
+  run(false);
+  run(true);
+  sync_and_check();
+  for (std::size_t k = 0; k < probs.size(); ++k) {
+    SCOPED_TRACE("tensor " + std::to_string(k));
+    for (Operand* o : probs[k].written()) EXPECT_TRUE(o->matches_device());
+  }
+  for (Problem& p : probs) {
+    p.new_grad(rng);
+    p.upload_all();
+  }
+}
+
 class CudaMulti : public CudaTest, public ::testing::WithParamInterface<MultiCase> {};
 
 TEST_P(CudaMulti, MatchesCpu) {
@@ -460,28 +487,151 @@ TEST_P(CudaMulti, MatchesCpu) {
       if (p.m) m.push_back(p.m->view(on_device));
       if (p.w32) w32.push_back(p.w32->view(on_device));
     }
-    if (c.master && c.mom) fusedopt::multi_mp_sgd_mom_update(w, g, m, w32, mp);
-    else if (c.master) fusedopt::multi_mp_sgd_update(w, g, w32, mp);
-    else if (c.mom) fusedopt::multi_sgd_mom_update(w, g, m, mp);
-    else fusedopt::multi_sgd_update(w, g, mp);
+    multi_sgd_call(c.master, c.mom, w, g, m, w32, mp);
   };
   for (int step = 0; step < 2; ++step) {
     SCOPED_TRACE("step " + std::to_string(step));
-    run(false);
-    run(true);
-    sync_and_check();
-    for (std::size_t k = 0; k < probs.size(); ++k) {
-      SCOPED_TRACE("tensor " + std::to_string(k));
-      for (Operand* o : probs[k].written()) EXPECT_TRUE(o->matches_device());
-    }
-    for (Problem& p : probs) {
-      p.new_grad(rng);
-      p.upload_all();
-    }
+    run_and_compare(run, probs, rng);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Lists, CudaMulti, ::testing::ValuesIn(multi_cases()), multi_case_name);
+
+// ---------------------------------------------------------------------------------------------------
+// Loss scaling read on the device (LossScale: grad_scale / found_inf as one-element device arrays). The
+// host run reads host copies of the same values (the CPU path, tested against the float64 reference
+// in tests/python), so the device result must match it; found_inf != 0 must leave every byte as it
+// was. One tensor takes the single-tensor kernel, three the multi-tensor kernel.
+
+struct ScaleCase {
+  DType dt;
+  bool master;
+  bool mom;
+  bool dca;
+  int ntensors;
+};
+
+std::string scale_case_name(const ::testing::TestParamInfo<ScaleCase>& info) {
+  const ScaleCase& c = info.param;
+  std::ostringstream s;
+  s << (c.dca ? "dcasgd_" : "sgd_") << (c.mom ? "mom_" : "") << short_name(c.dt)
+    << (c.master ? "_mp" : "") << "_n" << c.ntensors;
+  return s.str();
+}
+
+std::vector<ScaleCase> scale_cases() {
+  std::vector<ScaleCase> v;
+  const std::pair<DType, bool> kinds[] = {{DType::kFloat32, false}, {DType::kFloat16, true},
+                                          {DType::kBFloat16, true}, {DType::kFloat64, false}};
+  for (auto [dt, master] : kinds)
+    for (bool mom : {false, true})
+      for (bool dca : {false, true})
+        for (int n : {1, 3}) v.push_back({dt, master, mom, dca, n});
+  return v;
+}
+
+/// The device bytes of every written operand (to check that a skipped call wrote nothing).
+std::vector<std::vector<unsigned char>> device_bytes(std::vector<Problem>& probs) {
+  std::vector<std::vector<unsigned char>> out;
+  for (Problem& p : probs)
+    for (Operand* o : p.written()) {
+      std::vector<unsigned char> b(usize(o->size()) * fusedopt::dtype_size(o->dtype()));
+      FUSEDOPT_CUDA_CHECK(cudaMemcpy(b.data(), o->dev(), b.size(), cudaMemcpyDeviceToHost));
+      out.push_back(std::move(b));
+    }
+  return out;
+}
+
+class CudaLossScale : public CudaTest, public ::testing::WithParamInterface<ScaleCase> {};
+
+TEST_P(CudaLossScale, ReadOnDevice) {
+  const ScaleCase& c = GetParam();
+  std::mt19937_64 rng(17);
+  const std::int64_t sizes[] = {70001, 5, 1 << 17};
+  std::vector<Problem> probs;
+  probs.reserve(usize(c.ntensors));
+  for (int k = 0; k < c.ntensors; ++k) probs.emplace_back(c.dt, c.master, c.mom, c.dca, sizes[k], 0, 0, rng);
+  for (Problem& p : probs) p.upload_all();
+  // host and device copies of grad_scale and found_inf
+  float host_scale = 3.0f, host_found = 0.0f;
+  DeviceMemory dev_scale(sizeof(float)), dev_found(sizeof(float));
+  auto set_device = [&](float scale, float found) {
+    host_scale = scale;
+    host_found = found;
+    FUSEDOPT_CUDA_CHECK(cudaMemcpy(dev_scale.get(), &scale, sizeof(float), cudaMemcpyHostToDevice));
+    FUSEDOPT_CUDA_CHECK(cudaMemcpy(dev_found.get(), &found, sizeof(float), cudaMemcpyHostToDevice));
+  };
+  auto run = [&](bool on_device) {
+    fusedopt::LossScale ls;
+    ls.grad_scale = on_device ? TensorView(static_cast<const void*>(dev_scale.get()), DType::kFloat32,
+                                           {1}, kGpu)
+                              : TensorView(static_cast<const void*>(&host_scale), DType::kFloat32, {1});
+    ls.found_inf = on_device ? TensorView(static_cast<const void*>(dev_found.get()), DType::kFloat32,
+                                          {1}, kGpu)
+                             : TensorView(static_cast<const void*>(&host_found), DType::kFloat32, {1});
+    std::vector<TensorView> w, g, m, prev, w32;
+    std::vector<double> lrs, wds;
+    for (Problem& p : probs) {
+      w.push_back(p.w.view(on_device));
+      g.push_back(p.g.view(on_device));
+      if (p.m) m.push_back(p.m->view(on_device));
+      if (p.prev) prev.push_back(p.prev->view(on_device));
+      if (p.w32) w32.push_back(p.w32->view(on_device));
+      lrs.push_back(kLr);
+      wds.push_back(kWd);
+    }
+    if (c.dca) {
+      fusedopt::MultiDcasgdParams dp;
+      dp.lrs = lrs;
+      dp.wds = wds;
+      dp.momentum = c.mom ? kMomentum : 0.0;
+      dp.lamda = kLamda;
+      dp.rescale_grad = kRescale;
+      dp.clip_gradient = kClip;
+      dp.loss_scale = ls;
+      if (c.master) fusedopt::multi_mp_dcasgd_update(w, g, m, prev, w32, dp);
+      else fusedopt::multi_dcasgd_update(w, g, m, prev, dp);
+      return;
+    }
+    fusedopt::MultiSgdParams mp;
+    mp.lrs = lrs;
+    mp.wds = wds;
+    mp.momentum = kMomentum;
+    mp.rescale_grad = kRescale;
+    mp.clip_gradient = kClip;
+    mp.loss_scale = ls;
+    multi_sgd_call(c.master, c.mom, w, g, m, w32, mp);
+  };
+  for (const float scale : {3.0f, 1024.0f}) {
+    SCOPED_TRACE("grad_scale " + std::to_string(scale));
+    set_device(scale, 0.0f);
+    run_and_compare(run, probs, rng);
+  }
+  // found_inf set (1 and NaN both count): nothing written on the device.
+  for (const float found : {1.0f, NAN}) {
+    set_device(2.0f, found);
+    const auto before = device_bytes(probs);
+    run(true);
+    sync_and_check();
+    EXPECT_EQ(device_bytes(probs), before) << "found_inf " << found;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CudaLossScale, ::testing::ValuesIn(scale_cases()), scale_case_name);
+
+TEST_F(CudaTest, LossScaleOnAnotherDeviceIsRefused) {
+  // grad_scale in host memory for device weights: refused before anything is written.
+  DeviceMemory w(64), g(64);
+  FUSEDOPT_CUDA_CHECK(cudaMemset(w.get(), 0, 64));
+  float scale = 2.0f;
+  fusedopt::MultiSgdParams mp;
+  mp.lrs = {0.1};
+  mp.wds = {0.0};
+  mp.loss_scale.grad_scale = TensorView(static_cast<const void*>(&scale), DType::kFloat32, {1});
+  std::vector<TensorView> ws = {TensorView(w.get(), DType::kFloat32, {4}, kGpu)};
+  std::vector<TensorView> gs = {TensorView(static_cast<const void*>(g.get()), DType::kFloat32, {4}, kGpu)};
+  EXPECT_THROW(fusedopt::multi_sgd_update(ws, gs, mp), fusedopt::ValueError);
+}
 
 // ---------------------------------------------------------------------------------------------------
 // engine.h directly: zero-size segments anywhere, null gradients (zero gradient), aggregated DCASGD.

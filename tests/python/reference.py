@@ -154,6 +154,13 @@ def preprocess_grad(weight: Any, grad: Any, *, wd: float, rescale_grad: float,
         return r + float(wd) * _f64(weight)
 
 
+def loss_scaled_rescale(rescale_grad: float, grad_scale: float) -> float:
+    """The rescale factor of an aggregated call given GradScaler's ``grad_scale`` (the gradients
+    carry that factor): ``rescale_grad / grad_scale`` in float64. (The library computes
+    ``rescale_grad * (1 / grad_scale)`` in double, which may differ from this in the last bit.)"""
+    return float(rescale_grad) / float(grad_scale)
+
+
 def sgd_update(weight: Any, grad: Any, *, lr: float, wd: float = 0.0, rescale_grad: float = 1.0,
                clip_gradient: float | None = None) -> np.ndarray:
     """SGD without momentum: returns the new weight ``w - lr * r`` (float64, unrounded)."""

@@ -367,6 +367,153 @@ def test_grad_scaler_folds_scale(rng, unscale_first):
     assert not hasattr(opt, "grad_scale") and not hasattr(opt, "found_inf")
 
 
+@pytest.mark.parametrize("name", ["sgd", "sgd-nomom", "sgd-bf16-mp", "dcasgd", "dcasgd-adaptive",
+                                  "sgd-sparse", "sgd-traced"])
+def test_grad_scaler_device_path_on_cpu(rng, monkeypatch, name):
+    """The CUDA path (GradScaler's tensors handed to the kernels, which read them) run on the CPU,
+    where the kernels read host memory: bitwise the host path (the same rescale_grad * (1 / scale),
+    with a scale that is not a power of two), and with found_inf set nothing is written."""
+    device_path = {"on": False}
+    monkeypatch.setattr(fot, "_read_on_device", lambda t: device_path["on"] and t is not None)
+    handed = []  # per kernel call: were the tensors handed to the kernels?
+    real_scale_for = fot._scale_for
+
+    def spy(hyper, device):
+        out = real_scale_for(hyper, device)
+        handed.append(bool(out[1]))
+        return out
+
+    monkeypatch.setattr(fot, "_scale_for", spy)
+    dtype = torch.bfloat16 if "bf16" in name else torch.float32
+    params = make_params(rng, dtype)
+    if "sparse" in name:
+        params.append(torch.nn.Parameter(torch.tensor(rng.standard_normal((10, 4)),
+                                                      dtype=torch.float32)))
+    twins = [p.detach().clone().requires_grad_() for p in params]
+
+    def make(ps):
+        if name.startswith("dcasgd"):
+            return fot.DCASGD(ps, lr=0.1, momentum=0.9, lamda=0.5, clip_gradient=0.7,
+                              adaptive="adaptive" in name)
+        return fot.SGD(ps, lr=0.1, momentum=0.0 if "nomom" in name else 0.9, weight_decay=0.01,
+                       clip_gradient=0.7, multi_precision="mp" in name)
+
+    opt, opt_host = make(params), make(twins)
+    scale = torch.full((), 3.0)
+    for _ in range(3):
+        for p, q in zip(params, twins):
+            if p.dim() == 2 and p.shape == (10, 4):
+                g = torch.sparse_coo_tensor(torch.tensor([[1, 3, 7]]),
+                                            torch.tensor(rng.standard_normal((3, 4)),
+                                                         dtype=torch.float32), (10, 4),
+                                            check_invariants=True)
+            else:
+                g = torch.tensor(rng.standard_normal(tuple(p.shape)), dtype=torch.float32).to(dtype)
+            p.grad, q.grad = g.clone(), g.clone()
+        for o, on in ((opt, True), (opt_host, False)):
+            device_path["on"] = on
+            o.grad_scale, o.found_inf = scale, torch.zeros(())
+            if on and "traced" in name:
+                o._traced_step(None)  # the torch.compile custom op, run eagerly
+            else:
+                o.step()
+            del o.grad_scale, o.found_inf
+    assert any(handed) and not all(handed)  # the device path on one optimizer, not the other
+    for a, b in zip(params, twins):
+        assert torch.equal(a, b)
+        for k in opt_host.state[b]:
+            assert torch.equal(opt.state[a][k], opt_host.state[b][k]), k
+    device_path["on"] = True
+    snapshot = [p.detach().clone() for p in params]
+    states = [{k: v.clone() for k, v in opt.state[p].items()} for p in params]
+    opt.grad_scale, opt.found_inf = scale, torch.ones(())
+    opt._traced_step(None) if "traced" in name else opt.step()
+    for p, s, st in zip(params, snapshot, states):
+        assert torch.equal(p, s)
+        for k in st:
+            assert torch.equal(opt.state[p][k], st[k]), k
+
+
+needs_cuda = pytest.mark.skipif("cuda" not in DEVICES, reason="needs a CUDA device and fusedopt CUDA")
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["sgd", "sgd-bf16-mp", "dcasgd"])
+def test_grad_scaler_cuda_scale_read_on_device(rng, name):
+    """On CUDA, GradScaler's grad_scale / found_inf go to the kernels (read in device code): a step
+    needs no host synchronisation (torch's sync debug mode raises on one), equals bitwise an
+    unscaled run (power-of-two scale), and a step with found_inf set writes nothing."""
+    dtype = torch.bfloat16 if "bf16" in name else torch.float32
+    params = make_params(rng, dtype, device="cuda")
+    plain = [p.detach().clone().requires_grad_() for p in params]
+
+    def make(ps):
+        if name == "dcasgd":
+            return fot.DCASGD(ps, lr=0.1, momentum=0.9, lamda=0.5, clip_gradient=0.7)
+        return fot.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01, clip_gradient=0.7,
+                       multi_precision="mp" in name)
+
+    opt, opt_plain = make(params), make(plain)
+    scale = torch.full((), 2.0 ** 10, device="cuda")
+    found = torch.zeros((), device="cuda")
+    for step in range(3):
+        grads = [torch.tensor(rng.standard_normal(tuple(p.shape)), dtype=torch.float32)
+                 .to(dtype=dtype, device="cuda") for p in params]
+        for p, q, g in zip(params, plain, grads):
+            p.grad = (g.float() * 2.0 ** 10).to(dtype)
+            q.grad = g.clone()
+        opt.grad_scale, opt.found_inf = scale, found  # what scaler.step(opt) sets
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            opt.step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        del opt.grad_scale, opt.found_inf
+        opt_plain.step()
+    for a, b in zip(params, plain):
+        assert torch.equal(a, b)
+    states = [{k: v.clone() for k, v in opt.state[p].items()} for p in params]
+    snapshot = [p.detach().clone() for p in params]
+    opt.grad_scale, opt.found_inf = scale, torch.ones((), device="cuda")
+    opt.step()
+    torch.cuda.synchronize()
+    for p, s, st in zip(params, snapshot, states):
+        assert torch.equal(p, s)
+        for k in st:
+            assert torch.equal(opt.state[p][k], st[k]), k
+
+
+@needs_cuda
+def test_grad_scaler_cuda_scaler_step(rng):
+    """scaler.step(opt) on CUDA: bitwise the unscaled run, the non-finite step skipped."""
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3)).cuda()
+    plain = copy.deepcopy(model)
+    x = torch.tensor(rng.standard_normal((4, 5)), dtype=torch.float32, device="cuda")
+    opt = fot.SGD(model.parameters(), lr=0.1, momentum=0.9, clip_gradient=0.5)
+    opt_plain = fot.SGD(plain.parameters(), lr=0.1, momentum=0.9, clip_gradient=0.5)
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 12, growth_interval=1000)
+    for _ in range(3):
+        opt.zero_grad()
+        scaler.scale(model(x).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt_plain.zero_grad()
+        plain(x).sum().backward()
+        opt_plain.step()
+    for a, b in zip(model.parameters(), plain.parameters()):
+        assert torch.equal(a, b)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad()
+    scaler.scale(model(x).sum() * float("inf")).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert scaler.get_scale() == 2.0 ** 11
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)
+
+
 @pytest.mark.parametrize("name", ["sgd", "sgd-bf16-mp", "dcasgd"])
 def test_grad_scaler_skips_nonfinite_step_entirely(rng, name):
     if name == "dcasgd":

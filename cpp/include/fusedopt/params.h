@@ -4,6 +4,8 @@
 #include <optional>
 #include <vector>
 
+#include "fusedopt/tensor_view.h"
+
 namespace fusedopt {
 
 // The structs are aggregates: SgdParams{lr, wd, momentum, rescale_grad, clip_gradient, lazy_update}
@@ -43,6 +45,19 @@ struct DcasgdParams {
   double eps = 1e-7;       ///< adaptive only; finite and > 0
 };
 
+/// Loss-scaling operands of the aggregated operators (torch.amp.GradScaler's `grad_scale` and
+/// `found_inf`): optional float32 arrays of exactly one element on the weights' device, only read.
+///   grad_scale: the gradients carry this factor; the call uses rescale_grad * (1 / *grad_scale)
+///               (computed in double, then rounded to the compute type once) instead of rescale_grad.
+///               The value is not validated (GradScaler keeps it a finite power of two).
+///   found_inf:  when *found_inf != 0 the call writes nothing (weights, states, masters unchanged).
+/// On CUDA the kernels read both in device code, so a call needs no host synchronisation; on the CPU
+/// they are read once before the update.
+struct LossScale {
+  std::optional<TensorView> grad_scale;
+  std::optional<TensorView> found_inf;
+};
+
 /// Hyper-parameters of the aggregated multi_* operators: one lr and wd per tensor, the rest shared.
 struct MultiSgdParams {
   std::vector<double> lrs;
@@ -50,6 +65,7 @@ struct MultiSgdParams {
   double momentum = 0.0;
   double rescale_grad = 1.0;
   std::optional<double> clip_gradient;
+  LossScale loss_scale;  ///< optional GradScaler operands (see LossScale)
 };
 
 /// Hyper-parameters of the aggregated DCASGD operators: one lr and wd per tensor, the rest shared.
@@ -62,6 +78,7 @@ struct MultiDcasgdParams {
   std::optional<double> clip_gradient;
   double ms_decay = 0.95;
   double eps = 1e-7;
+  LossScale loss_scale;  ///< optional GradScaler operands (see LossScale)
 };
 
 }  // namespace fusedopt
