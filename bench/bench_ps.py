@@ -4,7 +4,7 @@
     python bench/bench_ps.py --quick --json out.json
     python bench/bench_ps.py --models resnet50 --seconds 4
 
-Models: "1M" (4 float32 tensors, 1,025,000 elements) and "resnet50" (the 161 ResNet-50 tensors of
+Models: "1M" (4 float32 tensors, 1,026,024 elements) and "resnet50" (the 161 ResNet-50 tensors of
 bench/param_shapes.json, 25.6M elements). Optimizer: SGD with momentum 0.9 (MXNet's rule), i.e. ASGD.
 Workers send fixed random gradients (no model compute), so the figures are the server's and Ray's.
 
