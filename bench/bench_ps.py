@@ -2,8 +2,9 @@
 
     python bench/bench_ps.py                      # both models, the whole grid (a few minutes)
     python bench/bench_ps.py --quick --json out.json
+    python bench/bench_ps.py --models resnet50 --seconds 4
 
-Models: "1M" (4 float32 tensors, 1,025,000 elements) and "resnet50" (the 161 ResNet-50 tensors of
+Models: "1M" (4 float32 tensors, 1,026,024 elements) and "resnet50" (the 161 ResNet-50 tensors of
 bench/param_shapes.json, 25.6M elements). Optimizer: SGD with momentum 0.9 (MXNet's rule), i.e. ASGD.
 Workers send fixed random gradients (no model compute), so the figures are the server's and Ray's.
 
@@ -17,8 +18,16 @@ Workers send fixed random gradients (no model compute), so the figures are the s
 
 Both count updates per second (each update = one gradient in, one set of weights out). Printed:
 pushes/s and pulls/s, the staleness distribution, and for one worker the time split of a step
-(kernel / server copies / the rest: Ray's serialisation, transport and scheduling), plus the
-shard's update time against the same update run directly in this process.
+(kernel / the rest of the shard's push and pull / the rest: Ray's serialisation, transport and
+scheduling).
+
+The shard's update against the kernel's floor: ``kernel`` is the shard's own kernel time per update
+(``ParameterServer``'s ``kernel_seconds``) over the timed window (warm-up excluded), and ``x floor``
+divides it by the floor time of the rule: its minimal bytes (SGD with momentum, fp32: 20 bytes per
+element) / the copy bandwidth that ``bench/compare.py`` measures (a plain in-place C/OpenMP loop
+over 3 and 4 arrays, best median of 3 allocations), measured in this process with one thread, as
+the shards run. The same update timed in this process through a local ``ParameterServer`` (read-only
+gradients, one thread), right before each Ray run, is printed beside it (``local``).
 """
 
 from __future__ import annotations
@@ -42,7 +51,11 @@ import fusedopt  # noqa: E402
 from fusedopt.distributed import ParameterServer, RayParameterServer, init_local_ray  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import compare  # noqa: E402  (the floor bandwidth, measured as compare.py does)
+
 LR, MOMENTUM = 1e-4, 0.9
+BYTES_PER_ELEM = 20         # sgd_mom fp32: w, g, m read; w, m written (PERF.md)
 
 
 def model_shapes(name: str) -> list[tuple[int, ...]]:
@@ -58,6 +71,13 @@ def make(shapes, seed):
 
 
 # ----------------------------------------------------------------------------------- fusedopt
+def _server_times(st):
+    """Sums over shards of: kernel seconds, push seconds, pull seconds; and updates, pulls."""
+    sh = st["shards"]
+    return (sum(s["server"]["kernel_seconds"] for s in sh), sum(s["push_seconds"] for s in sh),
+            sum(s["pull_seconds"] for s in sh), st["updates"], sum(st["pulls"]))
+
+
 @ray.remote(num_cpus=0, max_retries=0)
 def fused_worker(server, worker, shapes, seconds, warmup, combined):
     """The asynchronous worker's loop of fusedopt.distributed.workers.worker_loop without the model:
@@ -77,11 +97,14 @@ def fused_worker(server, worker, shapes, seconds, warmup, combined):
     end_warm = time.perf_counter() + warmup
     while time.perf_counter() < end_warm:
         step()
+    # Worker 0 reads the shards' counters at the end of its warm-up, so the server times are
+    # those of the timed window (the first updates touch the momentum states' fresh pages).
+    before = _server_times(server.stats()) if worker == 0 else None
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         step()
         n += 1
-    return {"steps": n, "seconds": time.perf_counter() - start}
+    return {"steps": n, "seconds": time.perf_counter() - start, "server_before": before}
 
 
 def run_fused(shapes, shards, workers, seconds, warmup, combined=True):
@@ -93,19 +116,19 @@ def run_fused(shapes, shards, workers, seconds, warmup, combined=True):
         st = server.stats()
         steps = sum(r["steps"] for r in res)
         wall = max(r["seconds"] for r in res)
-        sh = st["shards"]
-        updates = st["updates"]
-        pulls = sum(st["pulls"])
+        kernel, push, pull, updates, pulls = (b - a for a, b in zip(res[0]["server_before"],
+                                                                    _server_times(st)))
+        updates, pulls = max(updates, 1), max(pulls, 1)
         return {
             "pushes_per_s": steps / wall, "pulls_per_s": steps / wall,
             # one worker's step: push + pull, as the worker sees it
             "step_ms": 1e3 * wall * workers / steps,
-            # server side, summed over shards, per update / per pull (warm-up included in both
-            # numerator and denominator): the kernel call, the rest of ParameterServer.push, and
-            # ParameterServer.pull (the weights' copies)
-            "kernel_ms": 1e3 * sum(s["server"]["kernel_seconds"] for s in sh) / updates,
-            "push_other_ms": 1e3 * sum(s["push_seconds"] - s["server"]["kernel_seconds"] for s in sh) / updates,
-            "pull_copy_ms": 1e3 * sum(s["pull_seconds"] for s in sh) / pulls,
+            # server side, summed over shards, per update / per pull, over the timed window: the
+            # kernel call, the rest of ParameterServer.push, and the shard's pull (records the
+            # pull, refreshes backups; the weights are serialised by Ray, counted in Ray's part)
+            "kernel_ms": 1e3 * kernel / updates,
+            "push_other_ms": 1e3 * (push - kernel) / updates,
+            "pull_ms": 1e3 * pull / pulls,
             "staleness_mean": st["staleness_mean"], "staleness_max": st["staleness_max"],
             "staleness_hist": st["staleness_hist"],
         }
@@ -169,24 +192,36 @@ def run_plain(shapes, workers, seconds, warmup):
 
 
 # ------------------------------------------------------------------------- in-process reference
-def direct_update_ms(shapes, reps=7):
+class LocalUpdate:
     """The same SGD-momentum update on the same list, in this process, through a local
-    ParameterServer with read-only gradients (what a shard runs): median ms of a push, and the
-    median of its kernel time (the first push, which creates the momentum states, excluded)."""
-    w, g = make(shapes, 0), make(shapes, 1)
-    server = ParameterServer(w, fusedopt.SGD(learning_rate=LR, momentum=MOMENTUM), 1)
-    server.pull(0)
-    for a in g:
-        a.flags.writeable = False
-    server.push(0, g)               # creates the momentum states
-    times, kernels = [], []
-    for _ in range(reps):
-        k0 = server.stats()["kernel_seconds"]
-        t0 = time.perf_counter()
-        server.push(0, g)
-        times.append(time.perf_counter() - t0)
-        kernels.append(server.stats()["kernel_seconds"] - k0)
-    return 1e3 * float(np.median(times)), 1e3 * float(np.median(kernels))
+    ParameterServer with read-only gradients (what a shard runs)."""
+
+    def __init__(self, shapes):
+        w, g = make(shapes, 0), make(shapes, 1)
+        self.server = ParameterServer(w, fusedopt.SGD(learning_rate=LR, momentum=MOMENTUM), 1)
+        self.server.pull(0)
+        for a in g:
+            a.flags.writeable = False
+        self.g = g
+        self.server.push(0, g)      # touches the momentum states' pages
+
+    def time(self, reps=5):
+        """Median ms of a push and median ms of its kernel call."""
+        times, kernels = [], []
+        for _ in range(reps):
+            k0 = self.server.stats()["kernel_seconds"]
+            t0 = time.perf_counter()
+            self.server.push(0, self.g)
+            times.append(time.perf_counter() - t0)
+            kernels.append(self.server.stats()["kernel_seconds"] - k0)
+        return 1e3 * float(np.median(times)), 1e3 * float(np.median(kernels))
+
+
+def floor_gbps():
+    """compare.py's floor bandwidth in this process (one thread: OMP_NUM_THREADS=1 above)."""
+    env = compare.Env(argparse.Namespace(quick=False, worker_threads=1, peers="numpy", lr=LR,
+                                         momentum=MOMENTUM, wd=0.0))
+    return env.measure_floor()
 
 
 def machine():
@@ -201,11 +236,15 @@ def machine():
     try:
         commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=False).stdout.strip()
+        if subprocess.run(["git", "-C", HERE, "status", "--porcelain", "--untracked-files=no"],
+                          capture_output=True, text=True, check=False).stdout.strip():
+            commit += "+changes"
     except OSError:
         commit = "?"
     return {"cpu": cpu, "cores": os.cpu_count(), "capability": fusedopt.cpu_capability(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
-            "ray": ray.__version__, "python": sys.version.split()[0]}
+            "ray": ray.__version__, "python": sys.version.split()[0],
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main(argv=None):
@@ -213,26 +252,38 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="shorter runs, fewer configurations")
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--models", default="1M,resnet50", help="comma-separated: 1M, resnet50")
+    ap.add_argument("--preallocate-plasma", action="store_true",
+                    help="start Ray with RAY_preallocate_plasma_memory=1 (both servers)")
     args = ap.parse_args(argv)
+    if args.preallocate_plasma:
+        # Ray's object store then allocates (and zeroes) its memory once at start-up; each new
+        # object still costs a page fault per 4 KiB page in every process that touches it.
+        os.environ["RAY_preallocate_plasma_memory"] = "1"
     seconds = args.seconds or (1.0 if args.quick else 2.5)
     warmup = 0.3 if args.quick else 0.7
     grid = {"1M": ([1, 2, 4], [1, 2, 4, 8]), "resnet50": ([1, 2, 4], [1, 2, 4])}
     if args.quick:
         grid = {"1M": ([1, 2], [1, 4]), "resnet50": ([1], [1, 2])}
+    grid = {m: grid[m] for m in args.models.split(",")}
     init_local_ray(2, object_store_memory=2 * 2**30, log_to_driver=False)
     info = machine()
+    info["ray_preallocate_plasma_memory"] = os.environ.get("RAY_preallocate_plasma_memory", "0")
     print(json.dumps(info))
     rows = []
     try:
         for model, (shard_list, worker_list) in grid.items():
             shapes = model_shapes(model)
             n = sum(int(np.prod(s)) for s in shapes)
-            step_ms, kernel_ms = direct_update_ms(shapes)
-            print(f"\n== {model}: {len(shapes)} tensors, {n:,} float32 elements; in this process one "
-                  f"ParameterServer.push {step_ms:.2f} ms (kernel {kernel_ms:.2f} ms)")
+            local = LocalUpdate(shapes)
+            floor = floor_gbps()
+            floor_ms = 1e3 * BYTES_PER_ELEM * n / (floor["gbps"] * 1e9)
+            print(f"\n== {model}: {len(shapes)} tensors, {n:,} float32 elements; floor "
+                  f"{floor['gbps']:.1f} GB/s ({floor['method']}) -> {floor_ms:.2f} ms per update "
+                  f"({BYTES_PER_ELEM} B/elem)")
             print(f"{'server':>9} {'shards':>6} {'workers':>7} {'push/s':>8} {'pull/s':>8} "
-                  f"{'step ms':>8} {'kernel':>7} {'ps other':>8} {'copies':>7} "
-                  f"{'stale mean':>10} {'max':>4}")
+                  f"{'step ms':>8} {'kernel':>7} {'x floor':>7} {'local':>7} {'x floor':>7} "
+                  f"{'ps other':>8} {'pull':>6} {'stale mean':>10} {'max':>4}")
             for workers in worker_list:
                 # interleaved: the plain server, then every shard count, for this worker count
                 plain = run_plain(shapes, workers, seconds, warmup)
@@ -243,18 +294,26 @@ def main(argv=None):
                 if workers == 1:
                     variants.insert(1, (1, False))      # push and pull as two calls, for the split
                 for shards, combined in variants:
+                    step_ms, kernel_ms = local.time()   # right before the Ray run, same process
                     r = run_fused(shapes, shards, workers, seconds, warmup, combined)
                     r.update(model=model, server="fusedopt" if combined else "fusedopt-2calls",
-                             shards=shards, workers=workers, direct_push_ms=step_ms,
-                             direct_kernel_ms=kernel_ms, vs_plain=r["pushes_per_s"] / plain["pushes_per_s"])
+                             shards=shards, workers=workers, local_push_ms=step_ms,
+                             local_kernel_ms=kernel_ms, floor_ms=floor_ms, floor_gbps=floor["gbps"],
+                             kernel_x_floor=r["kernel_ms"] / floor_ms,
+                             local_x_floor=kernel_ms / floor_ms,
+                             vs_plain=r["pushes_per_s"] / plain["pushes_per_s"])
                     rows.append(r)
                     print(f"{r['server']:>9} {shards:>6} {workers:>7} {r['pushes_per_s']:>8.1f} "
                           f"{r['pulls_per_s']:>8.1f} {r['step_ms']:>8.2f} "
-                          f"{r['kernel_ms']:>7.2f} {r['push_other_ms']:>8.2f} {r['pull_copy_ms']:>7.2f} "
+                          f"{r['kernel_ms']:>7.2f} {r['kernel_x_floor']:>7.2f} {kernel_ms:>7.2f} "
+                          f"{r['local_x_floor']:>7.2f} {r['push_other_ms']:>8.2f} {r['pull_ms']:>6.2f} "
                           f"{r['staleness_mean']:>10.2f} {r['staleness_max']:>4}  "
                           f"({r['vs_plain']:.2f}x plain)")
+            del local
     finally:
         ray.shutdown()
+    info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average at the end: {info['loadavg_end']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "rows": rows}, f, indent=1)

@@ -573,6 +573,30 @@ def test_pull_refreshes_the_backup_in_place(rng):
         assert_bitwise_equal(b, p)
 
 
+def test_pull_without_copy_hands_out_the_servers_arrays_and_still_refreshes_the_backup(rng):
+    params = make_params(rng, "float32")
+    server = ParameterServer(params, make_optimizer("dcasgd", lamda=0.5), 2)
+    server.pull(1)
+    copies, v0 = server.pull(0)
+    own, v1 = server.pull(0, copy=False)
+    assert v0 == v1 == 0 and all(a is p for a, p in zip(own, params))
+    assert not any(np.shares_memory(c, p) for c, p in zip(copies, params))
+    for b, p in zip(server._bak[0], params):      # the backup stays a real copy
+        assert not np.shares_memory(b, p)
+        assert_bitwise_equal(b, p)
+    snapshot = [c.copy() for c in copies]
+    server.push(1, make_grads(rng, params))
+    for c, s, p in zip(copies, snapshot, params):  # a copy is a snapshot; the own arrays move on
+        assert_bitwise_equal(c, s)
+        assert not np.array_equal(p, s)
+    st = server.stats()
+    assert st["pulls"] == [2, 1] and st["staleness_hist"] == [1]
+    for bad in (0, 1, None, "no"):
+        with pytest.raises(TypeError, match="copy must be a bool"):
+            server.pull(0, copy=bad)
+    assert server.stats()["pulls"] == [2, 1]      # a refused pull records nothing
+
+
 @pytest.mark.needs_torch
 def test_torch_parameters(rng):
     import torch

@@ -221,6 +221,39 @@ def test_retried_push_is_applied_once_and_read_only_grads_are_used_as_they_are(r
         server.shutdown()
 
 
+@pytest.mark.parametrize("actor_options", [None, {"max_concurrency": 2}])
+def test_a_pull_is_a_snapshot_that_later_pushes_do_not_change(rng, actor_options):
+    """The shards hand their own arrays to Ray's serialiser (one copy): what a worker pulled stays
+    as it was while the server goes on updating, for arrays inlined in the reply (small) and for
+    arrays in the object store (large), with pull and with push_and_pull; likewise when the shards
+    run calls concurrently (then they copy first)."""
+    params = _params(rng) + [rng.standard_normal((256, 300)).astype(np.float32)]
+    server = RayParameterServer(params, fusedopt.SGD(learning_rate=0.1, momentum=0.9), 2,
+                                num_shards=2, actor_options=actor_options)
+    ref = RefServer(params, 2, rule="sgd", lr=0.1, momentum=0.9, store=np.float32)
+    try:
+        held = []
+        w, _ = server.pull(0)
+        ref.pull(0)
+        held.append((w, [a.copy() for a in w]))
+        server.pull(1)
+        ref.pull(1)
+        for k in (0, 1, 0, 1, 1, 0):
+            g = _grads(rng, params)
+            w, v = server.push_and_pull(k, g)
+            assert v == ref.push(k, g)
+            rw, _ = ref.pull(k)
+            for a, b in zip(w, rw):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+            held.append((w, [a.copy() for a in w]))
+        for w, snapshot in held:
+            for a, b in zip(w, snapshot):
+                np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(held[0][1][-1], held[-1][1][-1])
+    finally:
+        server.shutdown()
+
+
 # -------------------------------------------------------------------------------- bad input
 def _state(server):
     """Every shard's counters and weights, read without recording anything."""

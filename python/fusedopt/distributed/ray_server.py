@@ -16,11 +16,23 @@ Note [whole pushes]
     naming the file) while the others go on applying; that server must be restored.
 
 Note [copies]
-    pull: ``ParameterServer.pull`` copies the weights, and Ray serialises that copy into the object
-    store (a second copy); the worker reads the result in place (read-only arrays). push: the
-    worker's gradients are serialised once into the object store; the shard updates from them in
-    place (read-only arrays, no copy). Construction copies the initial parameters once into each
-    shard (the object store's arrays are read-only). Checkpoints serialise the shard's state.
+    pull: the shard hands its own weight arrays to Ray (``ParameterServer.pull(copy=False)``) and
+    Ray serialises them into the object store: one copy, which the worker reads in place (read-only
+    arrays). That copy is the snapshot a pull promises, because Ray takes it before the shard can
+    run another call: in Ray 2.60 a method's return value is serialised by the thread that ran the
+    method, inside the same task execution (``_raylet.pyx``: ``execute_task`` calls the method, then
+    ``CoreWorker.store_task_outputs``, which serialises each return value and writes its bytes into
+    the return buffer, inlined or in the object store, with ``SerializedObject.write_to``), and a
+    shard actor runs one call at a time (Ray's default ``max_concurrency=1``; no async methods). So
+    no push can update the arrays between the return and the end of the copy. A shard given
+    ``max_concurrency`` > 1 or ``concurrency_groups`` in ``actor_options`` could run a push during
+    that copy: it copies the weights before returning them, as ``ParameterServer.pull`` does by
+    default (two copies). CUDA shards copy device -> host once (that host copy is serialised: two).
+    With ``backups="worker"`` a pull also copies the weights into the worker's backup on the shard
+    (a real copy: the next update reads it). push: the worker's gradients are serialised once into
+    the object store; the shard updates from them in place (read-only arrays, no copy).
+    Construction copies the initial parameters once into each shard (the object store's arrays are
+    read-only). Checkpoints serialise the shard's state.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from typing import Any, Sequence
 import numpy as np
 import ray
 
+from .. import _arrays
 from ..optimizer import Optimizer
 from ..updater import load_archive, save_archive
 from .server import MAX_SEQ, ParameterServer, _check_int
@@ -99,9 +112,11 @@ class _Shard:
 
     def __init__(self, shard: int, params_ref: list[Any], optimizer: Optimizer, num_workers: int,
                  backups: str, synchronous: bool, checkpoint_path: str | None,
-                 checkpoint_every: int, device: str) -> None:
+                 checkpoint_every: int, device: str, serial: bool) -> None:
         self._shard = shard
         self._device = device
+        # Whether a pull may hand the shard's own arrays to Ray's serialiser (Note [copies]).
+        self._copy_on_pull = not serial
         self._error: Exception | None = None
         self._template = copy.deepcopy(optimizer)   # a fresh optimizer for set_states' dry run
         self._args = (num_workers, backups, synchronous)
@@ -156,7 +171,7 @@ class _Shard:
     def pull(self, worker: int) -> tuple[list[Any], int]:
         self._check()
         t0 = time.perf_counter()
-        weights, version = self._ps.pull(worker)
+        weights, version = self._ps.pull(worker, copy=self._copy_on_pull)
         if self._device != "cpu":
             weights = [w.cpu().numpy() for w in weights]   # device -> host copy for the wire
         self._t_pull += time.perf_counter() - t0
@@ -166,7 +181,7 @@ class _Shard:
     def push(self, worker: int, grads: list[np.ndarray], seq: int) -> int:
         self._check()
         if worker in self._repull:
-            self._ps.pull(worker)
+            self._ps.pull(worker, copy=False)      # records the pull; the weights are not used
             self._repull.discard(worker)
             self._repulls += 1
         if self._device != "cpu":
@@ -292,6 +307,8 @@ class RayParameterServer:
                    "num_cpus": 0, "num_gpus": num_gpus, **(actor_options or {})}
         actor = ray.remote(_Shard).options(**options)
         device = "cuda" if num_gpus > 0 else "cpu"
+        # One call at a time in each shard (Ray's default), so a pull needs no copy of its own.
+        serial = options.get("max_concurrency", 1) == 1 and not options.get("concurrency_groups")
         self._shards = []
         # The initial parameters stay in the object store as long as this handle lives: a restarted
         # shard runs __init__ again from them. (Passed nested, so Ray does not pin them to the actor.)
@@ -301,7 +318,7 @@ class RayParameterServer:
                     else os.path.join(ckpt_dir, f"shard-{k}-of-{num_shards}.state"))
             self._shards.append(actor.remote(
                 k, [self._param_refs[k]], _localize(optimizer, idx), num_workers, backups,
-                synchronous, path, checkpoint_every, device))
+                synchronous, path, checkpoint_every, device, serial))
         try:
             infos = _unwrap([s.info.remote() for s in self._shards])
         except BaseException:
@@ -361,7 +378,7 @@ class RayParameterServer:
         out = []
         for i, (g, (shape, dtype)) in enumerate(zip(grads, self._specs)):
             a = _as_host_array(g, f"grads[{i}]")
-            if str(a.dtype) != dtype:
+            if _arrays.dtype_name(a) != dtype:      # cached names: str(dtype) costs ~5 us a call
                 raise TypeError(f"grads[{i}] has dtype {a.dtype}, parameter {i} is {dtype}")
             if a.shape != shape:
                 raise ValueError(f"grads[{i}] has shape {a.shape}, parameter {i} has shape {shape}")

@@ -218,16 +218,23 @@ class ParameterServer:
     def _check_worker(self, worker: Any) -> int:
         return _check_int("worker", worker, 0, self._num_workers)
 
-    def pull(self, worker: int) -> tuple[list[Any], int]:
+    def pull(self, worker: int, *, copy: bool = True) -> tuple[list[Any], int]:
         """``(weights, version)``: new copies of the current weights (in their own library and
         device) and the number of updates applied so far. With ``backups="worker"`` the weights
-        are also copied into the worker's backup (a preallocated buffer)."""
+        are also copied into the worker's backup (a preallocated buffer; always a real copy).
+
+        ``copy=False`` returns the server's own parameter arrays instead of copies: they are
+        updated in place by the next push, so they are a snapshot only until then. For a caller
+        that copies them away before any other call reaches the server (``RayParameterServer``'s
+        shards hand them to Ray, which serialises them before the shard runs its next call)."""
+        if not isinstance(copy, bool):
+            raise TypeError(f"copy must be a bool, got {type(copy).__qualname__}")
         with self._lock:
             worker = self._check_worker(worker)
             if self._mode == "worker":
                 for bak, p, st in zip(self._bak[worker], self._params, self._states):
                     _arrays.copy_into(bak, p if st[0] is None else st[0])
-            out = [_arrays.copy_of(p) for p in self._params]
+            out = [_arrays.copy_of(p) for p in self._params] if copy else list(self._params)
             self._pulled[worker] = self._version
             self._pulls[worker] += 1
             return out, self._version
