@@ -175,7 +175,8 @@ def device(request: pytest.FixtureRequest) -> str:
 # written back bitwise in a `finally`, grads included: a rejected call leaves the bytes as they were
 # unless the kernel wrote on the device before failing, which the suite's "nothing written" and
 # "grad never modified" assertions then catch. A test that checks the very memory a kernel call
-# receives (zero-copy) must be marked numpy_memory: it is skipped in the copy modes (none is today).
+# receives (zero-copy) must be marked numpy_memory: it is skipped in the copy modes (as is
+# test_loss_scale.py's aliasing test: aliasing between operands exists only in the caller's memory).
 #
 # Not wrapped: fusedopt._core.PreparedUpdate (opt.prepare(...)) and the C++ optimizers
 # (_core.cpp_SGD / cpp_DCASGD). Two files compare such an unwrapped CPU path bit for bit with
