@@ -10,27 +10,11 @@ namespace fusedopt::python {
 
 namespace {
 
-/// View lists and parameters of the aggregated DCASGD bindings (see ScratchLease).
-struct DcasgdLists {
-  ViewList w, g, m, prev, ms, w32;
-  MultiDcasgdParams params;
-  void release() {
-    for (ViewList* l : {&w, &g, &m, &prev, &ms, &w32}) l->clear();
-  }
-};
-
 /// Views of an optional list argument (None: empty).
 void add_optional(ViewList& l, py::handle seq, const char* op, const char* name) {
   if (!seq.is_none()) l.add_all(seq, op, name);
   else l.start(0);
 }
-
-std::optional<ArrayRef> optional_ref(py::handle obj, const char* op, const char* name) {
-  if (obj.is_none()) return std::nullopt;
-  return to_array_ref(obj, op, name);
-}
-
-const TensorView* view_or_null(const std::optional<ArrayRef>& r) { return r ? &r->view : nullptr; }
 
 /// The scalars an aggregated DCASGD call shares (lrs / wds are read separately).
 void set_shared(MultiDcasgdParams& p, Real momentum, Real lamda, Real rescale_grad,
@@ -42,6 +26,38 @@ void set_shared(MultiDcasgdParams& p, Real momentum, Real lamda, Real rescale_gr
   p.ms_decay = ms_decay;
   p.eps = eps;
 }
+
+/// View lists and parameters of the aggregated DCASGD bindings (see ScratchLease).
+struct DcasgdLists {
+  ViewList w, g, m, prev, ms, w32;
+  MultiDcasgdParams params;
+  void release() {
+    for (ViewList* l : {&w, &g, &m, &prev, &ms, &w32}) l->clear();
+  }
+  /// One aggregated call's arguments, for both forms (prev = the previous weights or the backups):
+  /// the numbers first, so no view exists while a __float__ runs, then every list.
+  void read(const char* op, py::handle lrs, py::handle wds, Real momentum, Real lamda,
+            Real rescale_grad, std::optional<Real> clip_gradient, Real ms_decay, Real eps,
+            py::handle weights, py::handle grads, py::handle moms, py::handle anchors,
+            const char* anchor_name, py::handle mean_squares, py::handle weights32, bool master) {
+    read_doubles(lrs, op, "lrs", params.lrs);
+    read_doubles(wds, op, "wds", params.wds);
+    set_shared(params, momentum, lamda, rescale_grad, clip_gradient, ms_decay, eps);
+    w.add_all(weights, op, "weights");
+    g.add_all(grads, op, "grads");
+    add_optional(m, moms, op, "moms");
+    prev.add_all(anchors, op, anchor_name);
+    add_optional(ms, mean_squares, op, "mean_squares");
+    if (master) w32.add_all(weights32, op, "weights32");
+  }
+};
+
+std::optional<ArrayRef> optional_ref(py::handle obj, const char* op, const char* name) {
+  if (obj.is_none()) return std::nullopt;
+  return to_array_ref(obj, op, name);
+}
+
+const TensorView* view_or_null(const std::optional<ArrayRef>& r) { return r ? &r->view : nullptr; }
 
 }  // namespace
 
@@ -57,16 +73,9 @@ void bind_dcasgd(py::module_& m) {
           const char* op = master ? "multi_mp_dcasgd_update" : "multi_dcasgd_update";
           ScratchLease<DcasgdLists> scope;
           DcasgdLists& s = scope.get();
+          s.read(op, lrs, wds, momentum, lamda, rescale_grad, clip_gradient, ms_decay, eps, weights,
+                 grads, moms, prevs, master ? "prevs32" : "prevs", mean_squares, weights32, master);
           MultiDcasgdParams& p = s.params;
-          read_doubles(lrs, op, "lrs", p.lrs);  // numbers first: no view exists during __float__
-          read_doubles(wds, op, "wds", p.wds);
-          set_shared(p, momentum, lamda, rescale_grad, clip_gradient, ms_decay, eps);
-          s.w.add_all(weights, op, "weights");
-          s.g.add_all(grads, op, "grads");
-          add_optional(s.m, moms, op, "moms");
-          s.prev.add_all(prevs, op, master ? "prevs32" : "prevs");
-          add_optional(s.ms, mean_squares, op, "mean_squares");
-          if (master) s.w32.add_all(weights32, op, "weights32");
           const LossScaleArgs scale(grad_scale, found_inf, op);
           p.loss_scale = scale.get();
           const Stream stream = call_stream(op, s.w, s.g, s.m, s.prev, s.ms, s.w32, scale.grad_scale,
@@ -97,16 +106,9 @@ void bind_dcasgd(py::module_& m) {
           const char* op = master ? "multi_mp_dcasgd_backup_update" : "multi_dcasgd_backup_update";
           ScratchLease<DcasgdLists> scope;
           DcasgdLists& s = scope.get();
+          s.read(op, lrs, wds, momentum, lamda, rescale_grad, clip_gradient, ms_decay, eps, weights,
+                 grads, moms, backups, "backups", mean_squares, weights32, master);
           MultiDcasgdParams& p = s.params;
-          read_doubles(lrs, op, "lrs", p.lrs);  // numbers first: no view exists during __float__
-          read_doubles(wds, op, "wds", p.wds);
-          set_shared(p, momentum, lamda, rescale_grad, clip_gradient, ms_decay, eps);
-          s.w.add_all(weights, op, "weights");
-          s.g.add_all(grads, op, "grads");
-          s.prev.add_all(backups, op, "backups");
-          if (master) s.w32.add_all(weights32, op, "weights32");
-          add_optional(s.m, moms, op, "moms");
-          add_optional(s.ms, mean_squares, op, "mean_squares");
           const LossScaleArgs scale(grad_scale, found_inf, op);
           p.loss_scale = scale.get();
           const Stream stream = call_stream(op, s.w, s.g, s.m, s.prev, s.ms, s.w32, scale.grad_scale,
