@@ -101,14 +101,17 @@ bool numpy_view(py::handle obj, const char* op, const char* arg, std::int64_t in
   return true;
 }
 
+bool is_output(const char* name) {
+  return std::strncmp(name, "grad", 4) != 0 && std::strncmp(name, "backup", 6) != 0 &&
+         std::strcmp(name, "found_inf") != 0;
+}
+
 ArrayRef to_array_ref(py::handle obj, const char* op, const char* arg, std::int64_t index) {
   ArrayRef ref;
   if (!numpy_view(obj, op, arg, index, &ref.view)) {
     // Not NumPy: a DLPack producer (PyTorch, CuPy, ...). Gradients (grad_scale included), DCASGD
     // backups and found_inf are the only inputs.
-    const bool output = std::strncmp(arg, "grad", 4) != 0 && std::strncmp(arg, "backup", 6) != 0 &&
-                        std::strcmp(arg, "found_inf") != 0;
-    std::optional<ArrayRef> r = import_dlpack(obj, ArgLabel{op, arg, index}, output);
+    std::optional<ArrayRef> r = import_dlpack(obj, ArgLabel{op, arg, index}, is_output(arg));
     if (!r)
       throw TypeError(arg_name(op, arg, index) +
                       " must be a NumPy array or a DLPack tensor (an object with __dlpack__), got " +

@@ -72,6 +72,9 @@ void check_unchanged(py::handle obj, const TensorView& view, const char* op, con
 /// written by the operator.
 ArrayRef to_array_ref(py::handle obj, const char* op, const char* name, std::int64_t index = -1);
 
+/// Whether argument `name` is written by the operator (the naming rule of to_array_ref).
+bool is_output(const char* name);
+
 /// The NumPy fast path of to_array_ref: fills `*view` and returns true for a NumPy array (raising the
 /// same errors), returns false for anything else. The caller keeps `obj` alive.
 bool numpy_view(py::handle obj, const char* op, const char* name, std::int64_t index,
@@ -119,8 +122,25 @@ struct ViewList {
     TensorView* v = &views[used_];
     owners.push_back(py::reinterpret_borrow<py::object>(obj));
     if (!numpy_view(obj, op, name, index, v)) {
-      refs.push_back(to_array_ref(obj, op, name, index));
-      *v = refs.back().view;
+      // PyTorch through its exchange table: the view in place, no ArrayRef (the owner above keeps
+      // the tensor alive, and no capsule is held); a CUDA tensor keeps its stream in an ArrayRef.
+      std::optional<Stream> stream;
+      if (exchange_view(obj, ArgLabel{op, name, index}, is_output(name), v, &stream)) {
+        if (stream) {
+          ArrayRef r;
+          r.view = *v;
+          r.owner = owners.back();
+          r.stream = stream;
+          r.epoch = callback_epoch();
+          r.op = op;
+          r.name = name;
+          r.index = index;
+          refs.push_back(std::move(r));
+        }
+      } else {
+        refs.push_back(to_array_ref(obj, op, name, index));
+        *v = refs.back().view;
+      }
     }
     epochs_[used_++] = callback_epoch();
   }

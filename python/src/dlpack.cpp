@@ -351,32 +351,42 @@ void check_torch_tensor(py::handle obj, const ExchangeEntry& e, const TensorView
     check_torch_storage(obj, label);
 }
 
-/// The exchange-API path of import_dlpack: a view of `obj` without __dlpack__, or nullopt (no Python
-/// error pending) when the producer declines, so the caller takes the __dlpack__ path, which reports
-/// the reason (or, for a torch tensor that requires grad, detaches it).
-std::optional<ArrayRef> import_exchange(py::handle obj, const ArgLabel& label, bool output) {
-  if (!g_exchange_enabled) return std::nullopt;
+}  // namespace
+
+bool exchange_view(py::handle obj, const ArgLabel& label, bool output, TensorView* view,
+                   std::optional<Stream>* stream) {
+  if (!g_exchange_enabled) return false;
   const ExchangeEntry& entry = exchange_entry_for(obj);
   const DLPackExchangeAPI* api = entry.api;
-  if (api == nullptr) return std::nullopt;
+  if (api == nullptr) return false;
   DLTensor t{};
   if (api->dltensor_from_py_object_no_sync(obj.ptr(), &t) != 0) {
     PyErr_Clear();
-    return std::nullopt;
+    return false;
   }
-  ArrayRef ref;
   // What the table gives is a plain DLTensor (no flags): the producer is a known-writable one.
-  fill_view(t, 0, false, kKnownWritable, output, label, obj, &ref.view);
-  check_torch_tensor(obj, entry, ref.view, label);
-  if (ref.view.device.type == DeviceType::kCUDA) {
+  fill_view(t, 0, false, kKnownWritable, output, label, obj, view);
+  check_torch_tensor(obj, entry, *view, label);
+  if (view->device.type == DeviceType::kCUDA) {
     // Launch on the producer's current stream, as the __dlpack__ path does (no synchronisation).
-    void* stream = nullptr;
-    if (api->current_work_stream(kDLCUDA, t.device.device_id, &stream) != 0)
+    void* s = nullptr;
+    if (api->current_work_stream(kDLCUDA, t.device.device_id, &s) != 0)
       throw py::error_already_set();
-    ref.stream = Stream{stream};
+    *stream = Stream{s};
+  } else {
+    stream->reset();
   }
-  ref.owner = py::reinterpret_borrow<py::object>(obj);
   ++g_exchange_conversions;
+  return true;
+}
+
+namespace {
+
+/// The exchange-API path of import_dlpack, as an ArrayRef.
+std::optional<ArrayRef> import_exchange(py::handle obj, const ArgLabel& label, bool output) {
+  ArrayRef ref;
+  if (!exchange_view(obj, label, output, &ref.view, &ref.stream)) return std::nullopt;
+  ref.owner = py::reinterpret_borrow<py::object>(obj);
   return ref;
 }
 

@@ -79,6 +79,14 @@ class DLPackHolder {
 /// tensor is refused for those, accepted for grads.
 std::optional<ArrayRef> import_dlpack(py::handle obj, const ArgLabel& label, bool output);
 
+/// The first step of import_dlpack, for callers that keep no ArrayRef: fills `*view` (and `*stream`
+/// for a CUDA tensor, else resets it) through `obj`'s producer's C exchange table, with the same
+/// checks, and returns true; returns false, with nothing pending, when that table is not used for
+/// `obj` (then import_dlpack takes the protocol path). The caller keeps `obj` alive: nothing else
+/// holds the memory.
+bool exchange_view(py::handle obj, const ArgLabel& label, bool output, TensorView* view,
+                   std::optional<Stream>* stream);
+
 /// Whether `obj` still exports exactly `view` (memory, dtype, shape, strides, device), re-read through
 /// its producer's C exchange table (PyTorch) without running Python code: 1 yes, 0 no, -1 when
 /// `obj`'s type has no exchange table fusedopt uses.

@@ -561,6 +561,48 @@ def test_version_counter_advanced_like_torch_optim():
             loss.backward()
 
 
+@pytest.mark.parametrize("make", [fot.SGD, fot.DCASGD], ids=["SGD", "DCASGD"])
+def test_step_hooks_and_profiler_range_as_torch_optim(make):
+    """step() skips torch's wrapper only when nothing observes it: per-optimizer and global pre/post
+    hooks run once per step, in torch's order, a pre-hook may replace the arguments (here, the
+    closure), and the profiler records the step's range under torch's name."""
+    from torch.optim import optimizer as torch_optimizer
+
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+    w.grad = torch.ones(3)
+    opt = make([w], lr=0.1)
+    assert type(opt).step is fot._MXNetOptimizer.step  # torch did not wrap it a second time
+    seen = []
+    closure_calls = []
+
+    def closure():
+        closure_calls.append(1)
+        return torch.tensor(7.0)
+
+    handles = [
+        torch_optimizer.register_optimizer_step_pre_hook(lambda o, a, k: seen.append("global pre")),
+        # (torch hands the hooks the arguments with the optimizer first)
+        opt.register_step_pre_hook(lambda o, a, k: (seen.append("pre"), ((o, closure), {}))[1]),
+        opt.register_step_post_hook(lambda o, a, k: seen.append(("post", len(a)))),
+        torch_optimizer.register_optimizer_step_post_hook(lambda o, a, k: seen.append("global post")),
+    ]
+    before = w.detach().clone()
+    assert opt.step() == 7.0  # the pre-hook's closure was called
+    assert seen == ["global pre", "pre", ("post", 2), "global post"] and closure_calls == [1]
+    assert not torch.equal(w.detach(), before)
+    for h in handles:
+        h.remove()
+    seen.clear()
+    opt.step()
+    assert seen == []
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step()
+    names = [e.name for e in prof.events()]
+    assert f"Optimizer.step#{make.__name__}.step" in names, names
+    assert make([w], lr=0.1).step(closure) == 7.0
+
+
 # ------------------------------------------------------------------------------- channels_last
 @pytest.mark.parametrize("rule", ["sgd", "dcasgd"])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
