@@ -136,6 +136,7 @@ class ParameterServer:
         self._backups = backups
         self._lock = threading.RLock()
         self._kernel_seconds = 0.0
+        self._kernel_cpu_seconds = 0.0
         self._states: list[Any] = []
         self._bak: list[list[Any]] = []
         self._acc: list[Any] = []
@@ -304,7 +305,7 @@ class ParameterServer:
             if self._synchronous:
                 self._push_synchronous(worker, grads)
             else:
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.thread_time()
                 if self._mode == "worker":
                     self._update_worker(worker, grads)
                 else:
@@ -312,6 +313,7 @@ class ParameterServer:
                     self._opt.update_multi_precision(self._indices, self._params, list(grads),
                                                      self._states)
                 self._kernel_seconds += time.perf_counter() - start
+                self._kernel_cpu_seconds += time.thread_time() - cpu_start
                 self._version += 1
             self._pushes[worker] += 1
             self._stale_sum += staleness
@@ -361,10 +363,11 @@ class ParameterServer:
             self._round_pushed[worker] = True
             return
         avg = [_average(acc, g, m, p) for acc, g, p in zip(self._acc, grads, self._params)]
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         self._opt._set_current_context(_arrays.device_id(self._params[0]))
         self._opt.update_multi_precision(self._indices, self._params, avg, self._states)
         self._kernel_seconds += time.perf_counter() - start
+        self._kernel_cpu_seconds += time.thread_time() - cpu_start
         for acc in self._acc:
             _arrays.copy_into(acc, np.zeros((), dtype=np.float32))
         self._round_pushed = [False] * m
@@ -374,8 +377,10 @@ class ParameterServer:
     def stats(self) -> dict[str, Any]:
         """``updates`` (= version), ``pushes`` and ``pulls`` (lists per worker), ``staleness_mean``,
         ``staleness_max``, ``staleness_hist`` (pushes with staleness 0, 1, 2, ...), ``pending``
-        (pushes waiting for the end of a synchronous round) and ``kernel_seconds`` (wall time
-        spent in updates by this process; not saved by get_states)."""
+        (pushes waiting for the end of a synchronous round), ``kernel_seconds`` (wall time
+        spent in updates by this process) and ``kernel_cpu_seconds`` (the CPU time of the calling
+        thread in those updates: without the time the process waited for a CPU, and without other
+        OpenMP threads' time; neither is saved by get_states)."""
         with self._lock:
             total = sum(self._pushes)
             return {
@@ -387,6 +392,7 @@ class ParameterServer:
                 "staleness_hist": list(self._hist),
                 "pending": sum(self._round_pushed),
                 "kernel_seconds": self._kernel_seconds,
+                "kernel_cpu_seconds": self._kernel_cpu_seconds,
             }
 
     # -------------------------------------------------------------------------------- saving
