@@ -293,6 +293,11 @@ def main(argv=None):
                   f"{'step ms':>8} {'kernel':>7} {'x floor':>7} {'cpu':>6} {'x floor':>7} "
                   f"{'local':>7} {'x floor':>7} "
                   f"{'ps other':>8} {'pull':>6} {'stale mean':>10} {'max':>4}")
+            # Untimed: the first large objects of a fresh Ray touch object-store pages no process
+            # has mapped yet (a page fault per 4 KiB page), which slowed whichever server ran
+            # first (ResNet-50, 1 worker: 8 pushes/s instead of 22-25). Both servers warm up here.
+            run_plain(shapes, 1, 1.0, warmup)
+            run_fused(shapes, 1, 1, 1.0, warmup)
             for workers in worker_list:
                 # interleaved: the plain server, then every shard count, for this worker count
                 plain = run_plain(shapes, workers, seconds, warmup)
