@@ -28,7 +28,10 @@ element) / the copy bandwidth that ``bench/compare.py`` measures (a plain in-pla
 over 3 and 4 arrays, best median of 3 allocations), measured in this process with one thread, as
 the shards run. ``cpu`` is the same kernel time counted in CPU time of the shard's thread
 (``kernel_cpu_seconds``): it leaves out the time the shard's process waited for a CPU while the
-workers' processes ran. The same update timed in this process through a local
+workers' processes ran. ``x conc`` divides that CPU time by the floor of shards updating at the
+same moment on this host: k = min(shards, cores) shards share the bandwidth of k threads
+(measured the same way with k OpenMP threads), so the sum of their CPU times cannot be below
+20 B x n x k / bandwidth(k threads). The same update timed in this process through a local
 ``ParameterServer`` (read-only gradients, one thread), right before each Ray run, is printed
 beside it (``local``).
 """
@@ -225,11 +228,29 @@ class LocalUpdate:
         return 1e3 * float(np.median(times)), 1e3 * float(np.median(kernels))
 
 
-def floor_gbps():
-    """compare.py's floor bandwidth in this process (one thread: OMP_NUM_THREADS=1 above)."""
-    env = compare.Env(argparse.Namespace(quick=False, worker_threads=1, peers="numpy", lr=LR,
+def floor_gbps(threads=1):
+    """compare.py's floor bandwidth in this process with ``threads`` OpenMP threads (one by
+    default: OMP_NUM_THREADS=1 above)."""
+    env = compare.Env(argparse.Namespace(quick=False, worker_threads=threads, peers="numpy", lr=LR,
                                          momentum=MOMENTUM, wd=0.0))
-    return env.measure_floor()
+    if threads == 1:
+        return env.measure_floor()
+    import ctypes
+
+    gomp = ctypes.CDLL("libgomp.so.1")  # the C helper's OpenMP runtime
+    gomp.omp_set_num_threads(threads)
+    try:
+        return env.measure_floor()
+    finally:
+        gomp.omp_set_num_threads(1)
+
+
+def concurrent_floor_ms(shards, n, floors):
+    """The floor of the sum of the shards' kernel CPU times per update when the shards update at
+    the same moment on this host: min(shards, cores) of them run together and share the bandwidth
+    of that many threads, so each moves its bytes at 1/k of it: the sum is 20 B x n x k / bw(k)."""
+    k = min(shards, os.cpu_count() or 1)
+    return 1e3 * BYTES_PER_ELEM * n * k / (floors[k]["gbps"] * 1e9)
 
 
 def machine():
@@ -286,12 +307,16 @@ def main(argv=None):
             local = LocalUpdate(shapes)
             floor = floor_gbps()
             floor_ms = 1e3 * BYTES_PER_ELEM * n / (floor["gbps"] * 1e9)
+            floors = {1: floor}
+            for k in range(2, min(max(shard_list), os.cpu_count() or 1) + 1):
+                floors[k] = floor_gbps(k)
             print(f"\n== {model}: {len(shapes)} tensors, {n:,} float32 elements; floor "
                   f"{floor['gbps']:.1f} GB/s ({floor['method']}) -> {floor_ms:.2f} ms per update "
-                  f"({BYTES_PER_ELEM} B/elem)")
+                  f"({BYTES_PER_ELEM} B/elem); "
+                  + ", ".join(f"{k} threads {f['gbps']:.1f} GB/s" for k, f in floors.items() if k > 1))
             print(f"{'server':>9} {'shards':>6} {'workers':>7} {'push/s':>8} {'pull/s':>8} "
                   f"{'step ms':>8} {'kernel':>7} {'x floor':>7} {'cpu':>6} {'x floor':>7} "
-                  f"{'local':>7} {'x floor':>7} "
+                  f"{'x conc':>6} {'local':>7} {'x floor':>7} "
                   f"{'ps other':>8} {'pull':>6} {'stale mean':>10} {'max':>4}")
             # Untimed: the first large objects of a fresh Ray touch object-store pages no process
             # has mapped yet (a page fault per 4 KiB page), which slowed whichever server ran
@@ -315,13 +340,17 @@ def main(argv=None):
                              local_kernel_ms=kernel_ms, floor_ms=floor_ms, floor_gbps=floor["gbps"],
                              kernel_x_floor=r["kernel_ms"] / floor_ms,
                              kernel_cpu_x_floor=r["kernel_cpu_ms"] / floor_ms,
+                             concurrent_floor_ms=concurrent_floor_ms(shards, n, floors),
+                             kernel_cpu_x_concurrent_floor=(
+                                 r["kernel_cpu_ms"] / concurrent_floor_ms(shards, n, floors)),
                              local_x_floor=kernel_ms / floor_ms,
                              vs_plain=r["pushes_per_s"] / plain["pushes_per_s"])
                     rows.append(r)
                     print(f"{r['server']:>9} {shards:>6} {workers:>7} {r['pushes_per_s']:>8.1f} "
                           f"{r['pulls_per_s']:>8.1f} {r['step_ms']:>8.2f} "
                           f"{r['kernel_ms']:>7.2f} {r['kernel_x_floor']:>7.2f} "
-                          f"{r['kernel_cpu_ms']:>6.2f} {r['kernel_cpu_x_floor']:>7.2f} {kernel_ms:>7.2f} "
+                          f"{r['kernel_cpu_ms']:>6.2f} {r['kernel_cpu_x_floor']:>7.2f} "
+                          f"{r['kernel_cpu_x_concurrent_floor']:>6.2f} {kernel_ms:>7.2f} "
                           f"{r['local_x_floor']:>7.2f} {r['push_other_ms']:>8.2f} {r['pull_ms']:>6.2f} "
                           f"{r['staleness_mean']:>10.2f} {r['staleness_max']:>4}  "
                           f"({r['vs_plain']:.2f}x plain)")
