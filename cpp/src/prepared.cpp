@@ -2,6 +2,8 @@
 // segments, and per step fill in lr / wd and launch.
 #include "fusedopt/prepared.h"
 
+#include <cmath>
+
 #include "check.h"
 #include "update_api.h"
 
@@ -12,6 +14,7 @@ struct PreparedUpdate::Impl {
   detail::RuleKind rule;
   bool momentum;
   bool master;
+  bool adaptive = false;
   Device device;
   std::vector<double> lr_mult, wd_mult;
   /// Segments grouped by weight dtype; `order[i]` is the tensor index of segment i of a group.
@@ -47,7 +50,8 @@ static PreparedUpdate::Impl* build(PreparedUpdate::Impl* impl, const std::vector
                                    const std::vector<TensorView>& g,
                                    const std::vector<TensorView>& m,
                                    const std::vector<TensorView>& prev,
-                                   const std::vector<TensorView>& w32) {
+                                   const std::vector<TensorView>& w32,
+                                   const std::vector<TensorView>& ms = {}) {
   const char* op = impl->op;
   const std::size_t n = w.size();
   auto same = [&](const std::vector<TensorView>& v, const char* name, bool required) {
@@ -57,19 +61,23 @@ static PreparedUpdate::Impl* build(PreparedUpdate::Impl* impl, const std::vector
   };
   same(g, "grads", true);
   same(m, "moms", false);
-  same(prev, "prevs", impl->rule == detail::RuleKind::kDcasgd);
+  const bool dcasgd = detail::rule_writes_anchor(impl->rule);
+  same(prev, "prevs", dcasgd);
+  same(ms, "mean_squares", impl->adaptive);
   same(w32, "weights32", false);
   impl->n = n;
   impl->momentum = !m.empty();
   impl->master = !w32.empty();
   // Validate everything once, exactly as the operators do (lr = wd = 0 placeholders).
   std::vector<double> zeros(n, 0.0);
-  const detail::OperandSet o = detail::list_operands(
+  detail::OperandSet o = detail::list_operands(
       n, w.data(), g.data(), impl->momentum ? m.data() : nullptr,
-      impl->rule == detail::RuleKind::kDcasgd ? prev.data() : nullptr,
-      impl->master ? w32.data() : nullptr, zeros.data(), zeros.data());
+      dcasgd ? prev.data() : nullptr, impl->master ? w32.data() : nullptr, zeros.data(),
+      zeros.data());
+  if (impl->adaptive) o.mss = ms.data();
   detail::SharedScalars s;
   s.clip = 1.0;
+  s.eps = 1.0;
   detail::checked_update(op, impl->rule, impl->master, o, s, Stream{}, /*dry_run=*/true);
   impl->device = n > 0 ? w[0].device : Device{};
   for (DType dt : {DType::kFloat16, DType::kBFloat16, DType::kFloat32, DType::kFloat64}) {
@@ -81,7 +89,8 @@ static PreparedUpdate::Impl* build(PreparedUpdate::Impl* impl, const std::vector
       seg.w = w[k].data;
       seg.g = g[k].data;
       seg.m = impl->momentum ? m[k].data : nullptr;
-      seg.prev = impl->rule == detail::RuleKind::kDcasgd ? prev[k].data : nullptr;
+      seg.prev = dcasgd ? prev[k].data : nullptr;
+      seg.ms = impl->adaptive ? ms[k].data : nullptr;
       seg.w32 = impl->master ? static_cast<float*>(w32[k].data) : nullptr;
       seg.n = w[k].numel();
       grp.tensor.push_back(k);
@@ -118,13 +127,34 @@ PreparedUpdate PreparedUpdate::dcasgd(std::vector<TensorView> weights,
   return PreparedUpdate(std::move(impl));
 }
 
+PreparedUpdate PreparedUpdate::dcasgd_adaptive(
+    std::vector<TensorView> weights, std::vector<TensorView> grads, std::vector<TensorView> moms,
+    std::vector<TensorView> prevs, std::vector<TensorView> mean_squares,
+    std::vector<TensorView> weights32, std::vector<double> lr_mult, std::vector<double> wd_mult) {
+  auto impl = std::make_unique<Impl>();
+  impl->op = weights32.empty() ? "multi_dcasgd_update" : "multi_mp_dcasgd_update";
+  impl->rule = detail::RuleKind::kDcasgdAdaptive;
+  impl->adaptive = true;
+  impl->lr_mult = mults(std::move(lr_mult), weights.size(), impl->op, "lr_mult");
+  impl->wd_mult = mults(std::move(wd_mult), weights.size(), impl->op, "wd_mult");
+  build(impl.get(), weights, grads, moms, prevs, weights32, mean_squares);
+  return PreparedUpdate(std::move(impl));
+}
+
 void PreparedUpdate::check(double lr, double wd, double momentum, double rescale_grad,
-                           std::optional<double> clip_gradient, double lamda) const {
+                           std::optional<double> clip_gradient, double lamda, double ms_decay,
+                           double eps) const {
   const Impl& im = *impl_;
   detail::check_nonnegative(im.op, "lr", lr);
   detail::check_nonnegative(im.op, "wd", wd);
   if (im.momentum) detail::check_nonnegative(im.op, "momentum", momentum);
-  if (im.rule == detail::RuleKind::kDcasgd) {
+  if (im.adaptive) {
+    FUSEDOPT_CHECK(std::isfinite(ms_decay) && ms_decay >= 0.0 && ms_decay < 1.0, ValueError, im.op,
+                   ": ms_decay must be a finite number in [0, 1), got ", ms_decay);
+    FUSEDOPT_CHECK(std::isfinite(eps) && eps > 0.0, ValueError, im.op,
+                   ": eps must be a finite number > 0, got ", eps);
+  }
+  if (detail::rule_writes_anchor(im.rule)) {
     detail::check_nonnegative(im.op, "lamda", lamda);
     FUSEDOPT_CHECK(im.momentum || momentum == 0.0, ValueError, im.op, ": momentum is ", momentum,
                    " but no momentum buffers were prepared");
@@ -134,14 +164,19 @@ void PreparedUpdate::check(double lr, double wd, double momentum, double rescale
 }
 
 void PreparedUpdate::step(double lr, double wd, double momentum, double rescale_grad,
-                          std::optional<double> clip_gradient, double lamda, Stream stream) {
+                          std::optional<double> clip_gradient, double lamda, double ms_decay,
+                          double eps, Stream stream) {
   Impl& im = *impl_;
-  check(lr, wd, momentum, rescale_grad, clip_gradient, lamda);
+  check(lr, wd, momentum, rescale_grad, clip_gradient, lamda, ms_decay, eps);
   detail::SharedScalars s;
   s.momentum = im.momentum ? momentum : 0.0;
   s.rescale_grad = rescale_grad;
   s.clip = detail::checked_clip(im.op, clip_gradient);
-  s.lamda = im.rule == detail::RuleKind::kDcasgd ? lamda : 0.0;
+  s.lamda = detail::rule_writes_anchor(im.rule) ? lamda : 0.0;
+  if (im.adaptive) {
+    s.ms_decay = ms_decay;
+    s.eps = eps;
+  }
   // Every effective rate is checked before the first launch, as the operators check lrs / wds: a
   // product can overflow (lr * lr_mult = inf) where neither factor is out of range.
   for (Impl::Group& grp : im.groups) {

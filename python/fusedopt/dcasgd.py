@@ -180,9 +180,6 @@ class DCASGD(Optimizer):
     def prepare(self, indices: Any, weights: Any, grads: Any, states: Any) -> PreparedStep:
         """A :class:`~fusedopt.prepared.PreparedStep` whose ``step()`` equals
         ``fused_step(indices, weights, grads, states)``, with the arrays converted and validated once."""
-        if self.adaptive:
-            raise NotImplementedError("prepare: DCASGD(adaptive=True) has no prepared path; use "
-                                      "fused_step (or update)")
         indices, weights = _as_list(indices), _as_list(weights)
         grads, states = _as_list(grads), _as_list(states)
         if not len(indices) == len(weights) == len(grads) == len(states):
@@ -201,6 +198,7 @@ class DCASGD(Optimizer):
                 [split[k][0] for k in part] if has_mom else None, [split[k][1] for k in part],
                 [split[k][2] for k in part] if master else None,
                 [lr_mult[k] for k in part], [wd_mult[k] for k in part],
+                [split[k][3] for k in part] if self.adaptive else None,
             ))
         return PreparedStep(self, indices, cores)
 

@@ -578,11 +578,14 @@ def prepare_update(
     weights32: Sequence[Any] | None,
     lr_mult: Sequence[float],
     wd_mult: Sequence[float],
+    mean_squares: Sequence[Any] | None = None,
 ) -> Any:
-    """A native prepared update (``rule`` 'sgd' or 'dcasgd') over fixed arrays, validated once; its
-    ``step(lr, wd, momentum, rescale_grad, clip_gradient, lamda)`` updates tensor k with
-    ``lr * lr_mult[k]`` and ``wd * wd_mult[k]``. Used by :class:`fusedopt.prepared.PreparedStep`."""
-    return _core.PreparedUpdate(rule, weights, grads, moms, prevs, weights32, list(lr_mult), list(wd_mult))
+    """A native prepared update (``rule`` 'sgd' or 'dcasgd'; 'dcasgd' with ``mean_squares`` is the
+    adaptive lambda) over fixed arrays, validated once; its ``step(lr, wd, momentum, rescale_grad,
+    clip_gradient, lamda, ms_decay, eps)`` updates tensor k with ``lr * lr_mult[k]`` and
+    ``wd * wd_mult[k]``. Used by :class:`fusedopt.prepared.PreparedStep`."""
+    return _core.PreparedUpdate(rule, weights, grads, moms, prevs, weights32, list(lr_mult),
+                                list(wd_mult), mean_squares)
 
 
 def set_counts(counts: dict[Any, int], keys: list[Any], value: int) -> None:

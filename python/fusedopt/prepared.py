@@ -18,13 +18,15 @@ class PreparedStep:
     the gradients in place between steps (a new gradient object is not seen), and prepare again after
     changing multipliers (``set_lr_mult``, ``param_dict``) or replacing arrays. Hyper-parameters that
     are not per index (learning rate and scheduler, ``wd``, ``momentum``, ``rescale_grad``,
-    ``clip_gradient``, ``lamda``) are read from the optimizer at every step.
+    ``clip_gradient``, ``lamda``, ``ms_decay``, ``eps``) are read from the optimizer at every step.
     """
 
     def __init__(self, opt: Any, indices: Sequence[Any], cores: list[Any]) -> None:
         self._opt = opt
         self._indices = list(indices)
         self._cores = cores
+        # DCASGD: the cores were built for a constant or an adaptive lambda (with mean squares).
+        self._adaptive = getattr(opt, "adaptive", False)
         counts = opt._index_update_count
         seen = {counts.get(i, opt.begin_num_update) for i in self._indices}
         # Lock-step counting: when every index has the same count (the usual case: parameters created
@@ -37,6 +39,9 @@ class PreparedStep:
 
     def step(self) -> None:
         opt = self._opt
+        if getattr(opt, "adaptive", False) != self._adaptive:
+            raise ValueError(f"PreparedStep: the optimizer's adaptive is now {opt.adaptive}, it was "
+                             f"{self._adaptive} when this step was prepared; call prepare() again")
         counts = opt._index_update_count
         c = self._count
         begin = opt.begin_num_update
@@ -59,12 +64,14 @@ class PreparedStep:
             lr = opt.learning_rate
             momentum = getattr(opt, "momentum", 0.0)
             lamda = getattr(opt, "lamda", 0.0)
+            ms_decay = getattr(opt, "ms_decay", 0.95)
+            eps = getattr(opt, "eps", 1e-7)
             wd, rescale, clip = opt.wd, opt.rescale_grad, opt.clip_gradient
             if len(self._cores) > 1:  # several groups: all checked before the first is stepped
                 for core in self._cores:
-                    core.check(lr, wd, momentum, rescale, clip, lamda)
+                    core.check(lr, wd, momentum, rescale, clip, lamda, ms_decay, eps)
             for core in self._cores:
-                core.step(lr, wd, momentum, rescale, clip, lamda)
+                core.step(lr, wd, momentum, rescale, clip, lamda, ms_decay, eps)
         except BaseException:
             if token is None:
                 F.set_counts(counts, indices, c)

@@ -11,7 +11,7 @@ namespace {
 
 /// Owns the converted arrays (and so the producers' memory) for the lifetime of the prepared update.
 struct Prepared {
-  ViewList w, g, m, prev, w32;
+  ViewList w, g, m, prev, w32, ms;
   std::optional<PreparedUpdate> update;
   Stream stream;
 };
@@ -27,7 +27,8 @@ void bind_prepared(py::module_& m) {
                        "Aggregated update over fixed arrays (see fusedopt/prepared.h).")
       .def(py::init([](const std::string& rule, py::handle weights, py::handle grads,
                        py::handle moms, py::handle prevs, py::handle weights32,
-                       std::vector<double> lr_mult, std::vector<double> wd_mult) {
+                       std::vector<double> lr_mult, std::vector<double> wd_mult,
+                       py::handle mean_squares) {
              auto p = std::make_unique<Prepared>();
              const char* op = rule == "sgd" ? "prepare (sgd)" : "prepare (dcasgd)";
              convert(weights, op, "weights", p->w);
@@ -35,10 +36,17 @@ void bind_prepared(py::module_& m) {
              convert(moms, op, "moms", p->m);
              convert(prevs, op, "prevs", p->prev);
              convert(weights32, op, "weights32", p->w32);
-             p->stream = call_stream(op, p->w, p->g, p->m, p->prev, p->w32);
+             convert(mean_squares, op, "mean_squares", p->ms);
+             p->stream = call_stream(op, p->w, p->g, p->m, p->prev, p->w32, p->ms);
+             if (!mean_squares.is_none() && rule != "dcasgd")
+               throw ValueError("PreparedUpdate: mean_squares are for rule 'dcasgd' only");
              if (rule == "sgd")
                p->update = PreparedUpdate::sgd(p->w.views, p->g.views, p->m.views, p->w32.views,
                                                std::move(lr_mult), std::move(wd_mult));
+             else if (rule == "dcasgd" && !mean_squares.is_none())
+               p->update = PreparedUpdate::dcasgd_adaptive(
+                   p->w.views, p->g.views, p->m.views, p->prev.views, p->ms.views, p->w32.views,
+                   std::move(lr_mult), std::move(wd_mult));
              else if (rule == "dcasgd")
                p->update = PreparedUpdate::dcasgd(p->w.views, p->g.views, p->m.views,
                                                   p->prev.views, p->w32.views, std::move(lr_mult),
@@ -48,31 +56,35 @@ void bind_prepared(py::module_& m) {
              return p;
            }),
            "rule"_a, "weights"_a, "grads"_a, "moms"_a.none(true), "prevs"_a.none(true),
-           "weights32"_a.none(true), "lr_mult"_a, "wd_mult"_a)
+           "weights32"_a.none(true), "lr_mult"_a, "wd_mult"_a,
+           "mean_squares"_a.none(true) = py::none())
       .def(
           "step",
           [](Prepared& p, double lr, double wd, double momentum, double rescale_grad,
-             std::optional<double> clip_gradient, double lamda) {
+             std::optional<double> clip_gradient, double lamda, double ms_decay, double eps) {
             // Any Python code ran since the last step: every array must still be where it was
             // prepared (model.double() or p.data = ... replaces a parameter's storage and frees
             // the old one; resize_ can free it in place).
             static constexpr const char* kMoved =
                 " no longer has the memory it was prepared with (replaced, resized or freed, e.g. "
                 "by model.double(), p.data = ... or resize_); call prepare() again";
-            for (const ViewList* l : {&p.w, &p.g, &p.m, &p.prev, &p.w32}) l->check_unchanged(true, kMoved);
+            for (const ViewList* l : {&p.w, &p.g, &p.m, &p.prev, &p.w32, &p.ms})
+              l->check_unchanged(true, kMoved);
             py::gil_scoped_release release;
-            p.update->step(lr, wd, momentum, rescale_grad, clip_gradient, lamda, p.stream);
+            p.update->step(lr, wd, momentum, rescale_grad, clip_gradient, lamda, ms_decay, eps,
+                           p.stream);
           },
           "lr"_a, "wd"_a, "momentum"_a, "rescale_grad"_a, "clip_gradient"_a.none(true),
-          "lamda"_a, "One step; positional scalars.")
+          "lamda"_a, "ms_decay"_a = 0.95, "eps"_a = 1e-7, "One step; positional scalars.")
       .def(
           "check",
           [](const Prepared& p, double lr, double wd, double momentum, double rescale_grad,
-             std::optional<double> clip_gradient, double lamda) {
-            p.update->check(lr, wd, momentum, rescale_grad, clip_gradient, lamda);
+             std::optional<double> clip_gradient, double lamda, double ms_decay, double eps) {
+            p.update->check(lr, wd, momentum, rescale_grad, clip_gradient, lamda, ms_decay, eps);
           },
           "lr"_a, "wd"_a, "momentum"_a, "rescale_grad"_a, "clip_gradient"_a.none(true),
-          "lamda"_a, "The checks of step() for these scalars; writes nothing.")
+          "lamda"_a, "ms_decay"_a = 0.95, "eps"_a = 1e-7,
+          "The checks of step() for these scalars; writes nothing.")
       .def("__len__", [](const Prepared& p) { return p.update->size(); });
 
   // counts[k] = value for every k of `keys` (a list): the lock-step update-count bookkeeping of

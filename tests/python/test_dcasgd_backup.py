@@ -602,11 +602,27 @@ def test_dcasgd_defaults_to_the_fused_step():
     assert fo.DCASGD(use_fused_step=False).use_fused_step is False
 
 
-def test_adaptive_prepare_is_not_available():
-    opt = fo.DCASGD(adaptive=True)
-    w = np.ones(3)
-    with pytest.raises(NotImplementedError, match="adaptive"):
-        opt.prepare([0], [w], [np.ones(3)], [opt.create_state(0, w)])
+def test_adaptive_prepare_matches_the_oracle(rng):
+    """DCASGD(adaptive=True).prepare(): several steps against the float64 reference of the rule
+    (test_prepared.py also checks it equals fused_step bit for bit)."""
+    opt = fo.DCASGD(learning_rate=0.1, momentum=0.9, lamda=2.0, wd=0.01, adaptive=True,
+                    ms_decay=0.9, eps=1e-6)
+    w = random_array(rng, (37,), np.float64)
+    g = np.zeros_like(w)
+    state = opt.create_state(0, w)
+    p = opt.prepare([0], [w], [g], [state])
+    ref_w, ref_prev = w.copy(), w.copy()
+    ref_mom, ref_ms = np.zeros_like(w), np.zeros_like(w)
+    for _ in range(4):
+        g[...] = random_array(rng, (37,), np.float64)
+        p.step()
+        r = g + 0.01 * ref_w
+        ref_ms = 0.9 * ref_ms + 0.1 * r * r
+        d = r + 2.0 / np.sqrt(ref_ms + 1e-6) * r * r * (ref_w - ref_prev)
+        ref_mom = 0.9 * ref_mom - 0.1 * d
+        ref_prev = ref_w.copy()
+        ref_w = ref_w + ref_mom
+    np.testing.assert_allclose(w, ref_w, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("adaptive", [False, True])

@@ -25,10 +25,23 @@ def _make(kind, **kw):
     sched = fusedopt.lr_scheduler.FactorScheduler(step=2, factor=0.5, base_lr=0.2)
     if kind == "sgd":
         return fusedopt.SGD(lr_scheduler=sched, wd=0.01, clip_gradient=1.0, **kw)
+    if kind == "dcasgd_adaptive":  # lamda large enough that the compensation term matters
+        kw.update(adaptive=True, lamda=2.0, ms_decay=0.9, eps=1e-6)
     return fusedopt.DCASGD(lr_scheduler=sched, wd=0.01, clip_gradient=1.0, use_fused_step=True, **kw)
 
 
-@pytest.mark.parametrize("kind", ["sgd", "dcasgd"])
+def _flat_states(states):
+    """Every array of a list of (nested) optimizer states."""
+    out = []
+    for st in states:
+        if isinstance(st, (list, tuple)):
+            out.extend(_flat_states(st))
+        elif st is not None:
+            out.append(st)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["sgd", "dcasgd", "dcasgd_adaptive"])
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
 @pytest.mark.parametrize("multi_precision", [False, True])
@@ -59,6 +72,53 @@ def test_prepared_step_equals_fused_step(kind, momentum, dtype, multi_precision)
         assert o1._index_update_count == o2._index_update_count
         for a, b in zip(ws1, ws2):
             np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+        for a, b in zip(_flat_states(s1), _flat_states(s2)):  # momentum, prev, masters, mean squares
+            np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    if kind == "dcasgd_adaptive":  # the mean squares were updated (not left at zero)
+        mss = [ms for _, _, _, ms in o2._split_states(ws2, s2)[1]]
+        assert all(ms is not None for ms in mss) and any(np.any(ms != 0) for ms in mss)
+
+
+def test_prepared_adaptive_dcasgd_checks_its_scalars_and_mode():
+    """ms_decay / eps are read from the optimizer at each step and checked before any write; an
+    optimizer switched between constant and adaptive lambda needs prepare() again."""
+    ws, gs = _arrays(np.float32)
+    idx = list(range(len(ws)))
+    o = _make("dcasgd_adaptive", momentum=0.9)
+    states = [o.create_state(i, w) for i, w in zip(idx, ws)]
+    p = o.prepare(idx, ws, gs, states)
+    p.step()
+    before = ([w.copy() for w in ws], [a.copy() for a in _flat_states(states)],
+              dict(o._index_update_count), o.num_update)
+    o._ms_decay = 1.5  # (past the setter's own check: the kernel's check must hold too)
+    with pytest.raises(ValueError, match="ms_decay"):
+        p.step()
+    o.ms_decay = 0.9
+    o._eps = 0.0
+    with pytest.raises(ValueError, match="eps"):
+        p.step()
+    o.eps = 1e-6
+    o.adaptive = False
+    with pytest.raises(ValueError, match="prepare"):
+        p.step()
+    for a, b in zip(ws, before[0]):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(_flat_states(states), before[1]):
+        np.testing.assert_array_equal(a, b)
+    assert o._index_update_count == before[2] and o.num_update == before[3]
+    o.adaptive = True
+    p.step()
+    assert o.num_update == before[3] + 1
+
+
+def test_prepare_adaptive_refuses_a_mean_square_aliasing_a_weight():
+    ws, gs = _arrays(np.float32)
+    o = _make("dcasgd_adaptive", momentum=0.0)
+    states = [o.create_state(i, w) for i, w in enumerate(ws)]
+    mom, prev, ms = states[1]
+    states[1] = (mom, prev, ws[1])  # the mean square is the weight itself
+    with pytest.raises(ValueError, match="mean_squares\\[1\\]|overlap"):
+        o.prepare(list(range(len(ws))), ws, gs, states)
 
 
 class _nullcontext:
