@@ -478,3 +478,72 @@ TEST(BackupErrors, NameTheArgumentAndWriteNothing) {
 }
 
 }  // namespace
+
+namespace {
+
+// PreparedUpdate::dcasgd_adaptive over float32 arrays: each step equals multi_dcasgd_update with
+// mean_squares on copies of the same arrays, bit for bit (momentum, weight decay, per-tensor
+// lr_mult); scalars out of range are refused before anything is written.
+TEST(PreparedAdaptive, EqualsTheAggregatedOperatorAndChecksItsScalars) {
+  const std::vector<std::int64_t> sizes = {7, 1, 4099, 33};
+  const std::size_t k = sizes.size();
+  std::vector<std::vector<float>> w(k), g(k), m(k), prev(k), ms(k);
+  for (std::size_t t = 0; t < k; ++t) {
+    for (std::int64_t i = 0; i < sizes[t]; ++i) {
+      w[t].push_back(static_cast<float>(uniform(900 + t, i)));
+      m[t].push_back(0.0f);
+      ms[t].push_back(0.0f);
+    }
+    prev[t] = w[t];
+    g[t].assign(w[t].size(), 0.0f);
+  }
+  auto w2 = w, m2 = m, prev2 = prev, ms2 = ms;
+  auto views = [&](std::vector<std::vector<float>>& a) {
+    std::vector<TensorView> v;
+    for (std::size_t t = 0; t < k; ++t)
+      v.emplace_back(a[t].data(), DType::kFloat32, std::vector<std::int64_t>{sizes[t]});
+    return v;
+  };
+  const std::vector<double> lr_mult = {1.0, 0.5, 2.0, 1.0};
+  auto prepared = fusedopt::PreparedUpdate::dcasgd_adaptive(
+      views(w2), views(g), views(m2), views(prev2), views(ms2), {}, lr_mult, {});
+  for (int step = 0; step < 3; ++step) {
+    for (std::size_t t = 0; t < k; ++t)
+      for (std::size_t i = 0; i < g[t].size(); ++i)
+        g[t][i] = static_cast<float>(uniform(1000 + 10 * static_cast<std::size_t>(step) + t,
+                                             static_cast<std::int64_t>(i)));
+    fusedopt::MultiDcasgdParams mp;
+    mp.momentum = 0.9;
+    mp.lamda = 2.0;
+    mp.ms_decay = 0.9;
+    mp.eps = 1e-6;
+    for (std::size_t t = 0; t < k; ++t) {
+      mp.lrs.push_back(0.1 * lr_mult[t]);
+      mp.wds.push_back(0.01);
+    }
+    fusedopt::multi_dcasgd_update(views(w), views(g), views(m), views(prev), views(ms), mp);
+    prepared.step(0.1, 0.01, 0.9, 1.0, std::nullopt, 2.0, 0.9, 1e-6);
+    for (std::size_t t = 0; t < k; ++t) {
+      ASSERT_EQ(0, std::memcmp(w[t].data(), w2[t].data(), w[t].size() * sizeof(float))) << t;
+      ASSERT_EQ(0, std::memcmp(ms[t].data(), ms2[t].data(), ms[t].size() * sizeof(float))) << t;
+      ASSERT_EQ(0, std::memcmp(prev[t].data(), prev2[t].data(), prev[t].size() * sizeof(float)))
+          << t;
+    }
+  }
+  bool used = false;
+  for (float v : ms2[2]) used = used || v != 0.0f;
+  EXPECT_TRUE(used);
+  const auto before = w2;
+  const auto ms_before = ms2;
+  EXPECT_THROW(prepared.step(0.1, 0.01, 0.9, 1.0, std::nullopt, 2.0, 1.0, 1e-6),
+               fusedopt::ValueError);
+  EXPECT_THROW(prepared.step(0.1, 0.01, 0.9, 1.0, std::nullopt, 2.0, 0.9, 0.0),
+               fusedopt::ValueError);
+  EXPECT_THROW(fusedopt::PreparedUpdate::dcasgd_adaptive(views(w2), views(g), views(m2),
+                                                         views(prev2), {}, {}),
+               fusedopt::ValueError);  // mean squares are required
+  EXPECT_EQ(before, w2);
+  EXPECT_EQ(ms_before, ms2);
+}
+
+}  // namespace
