@@ -2,7 +2,6 @@
 // constant or adaptive lambda): argument plumbing into detail::checked_update.
 #include "fusedopt/dcasgd.h"
 
-#include <cmath>
 
 #include "check.h"
 #include "update_api.h"
@@ -23,10 +22,7 @@ SharedScalars dcasgd_scalars(const char* op, bool has_mom, double momentum, doub
                  missing_mom);
   check_nonnegative(op, "lamda", lamda);
   check_finite(op, "rescale_grad", rescale_grad);
-  FUSEDOPT_CHECK(std::isfinite(ms_decay) && ms_decay >= 0.0 && ms_decay < 1.0, ValueError, op,
-                 ": ms_decay must be a finite number in [0, 1), got ", ms_decay);
-  FUSEDOPT_CHECK(std::isfinite(eps) && eps > 0.0, ValueError, op,
-                 ": eps must be a finite number > 0, got ", eps);
+  check_ms_decay_eps(op, ms_decay, eps);
   SharedScalars s;
   s.momentum = has_mom ? momentum : 0.0;
   s.rescale_grad = rescale_grad;

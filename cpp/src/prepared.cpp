@@ -2,8 +2,6 @@
 // segments, and per step fill in lr / wd and launch.
 #include "fusedopt/prepared.h"
 
-#include <cmath>
-
 #include "check.h"
 #include "update_api.h"
 
@@ -148,12 +146,7 @@ void PreparedUpdate::check(double lr, double wd, double momentum, double rescale
   detail::check_nonnegative(im.op, "lr", lr);
   detail::check_nonnegative(im.op, "wd", wd);
   if (im.momentum) detail::check_nonnegative(im.op, "momentum", momentum);
-  if (im.adaptive) {
-    FUSEDOPT_CHECK(std::isfinite(ms_decay) && ms_decay >= 0.0 && ms_decay < 1.0, ValueError, im.op,
-                   ": ms_decay must be a finite number in [0, 1), got ", ms_decay);
-    FUSEDOPT_CHECK(std::isfinite(eps) && eps > 0.0, ValueError, im.op,
-                   ": eps must be a finite number > 0, got ", eps);
-  }
+  if (im.adaptive) detail::check_ms_decay_eps(im.op, ms_decay, eps);
   if (detail::rule_writes_anchor(im.rule)) {
     detail::check_nonnegative(im.op, "lamda", lamda);
     FUSEDOPT_CHECK(im.momentum || momentum == 0.0, ValueError, im.op, ": momentum is ", momentum,

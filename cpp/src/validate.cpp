@@ -119,6 +119,13 @@ double checked_clip(const char* op, const std::optional<double>& clip) {
   return *clip;
 }
 
+void check_ms_decay_eps(const char* op, double ms_decay, double eps) {
+  FUSEDOPT_CHECK(std::isfinite(ms_decay) && ms_decay >= 0.0 && ms_decay < 1.0, ValueError, op,
+                 ": ms_decay must be a finite number in [0, 1), got ", ms_decay);
+  FUSEDOPT_CHECK(std::isfinite(eps) && eps > 0.0, ValueError, op,
+                 ": eps must be a finite number > 0, got ", eps);
+}
+
 namespace {
 std::string dtype_list(std::initializer_list<DType> dtypes) {
   std::string s;

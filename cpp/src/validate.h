@@ -31,6 +31,8 @@ void check_nonnegative(const char* op, const char* name, double v, std::int64_t 
 void check_finite(const char* op, const char* name, double v);
 /// nullopt -> +inf (off); otherwise must be > 0 (+inf allowed, 0 / negative / NaN rejected).
 double checked_clip(const char* op, const std::optional<double>& clip);
+/// The adaptive lambda's scalars: 0 <= ms_decay < 1 and eps > 0, both finite.
+void check_ms_decay_eps(const char* op, double ms_decay, double eps);
 
 enum class Access { kRead, kWrite };
 
