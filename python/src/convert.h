@@ -123,19 +123,13 @@ struct ViewList {
     owners.push_back(py::reinterpret_borrow<py::object>(obj));
     if (!numpy_view(obj, op, name, index, v)) {
       // PyTorch through its exchange table: the view in place, no ArrayRef (the owner above keeps
-      // the tensor alive, and no capsule is held); a CUDA tensor keeps its stream in an ArrayRef.
+      // the tensor alive, and no capsule is held). `refs` are read only for their streams (and
+      // hold capsules), so a CUDA tensor adds an ArrayRef with just its stream.
       std::optional<Stream> stream;
       if (exchange_view(obj, ArgLabel{op, name, index}, is_output(name), v, &stream)) {
         if (stream) {
-          ArrayRef r;
-          r.view = *v;
-          r.owner = owners.back();
-          r.stream = stream;
-          r.epoch = callback_epoch();
-          r.op = op;
-          r.name = name;
-          r.index = index;
-          refs.push_back(std::move(r));
+          refs.emplace_back();
+          refs.back().stream = stream;
         }
       } else {
         refs.push_back(to_array_ref(obj, op, name, index));
